@@ -1,0 +1,158 @@
+"""Pattern recognizers for PII and secrets: a regex proposes a span, a validator confirms it.
+
+Every pattern is anchored on word boundaries (``(?<![\\w])`` / ``(?![\\w])``), never on bare
+substrings, so "Scunthorpe"-style hits inside longer words or digit runs cannot happen. Digit
+patterns are confirmed by a check digit or range rule (``checksums``); phone numbers by the
+``phonenumbers`` library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import phonenumbers
+import regex
+
+from checkstream.classifiers.pii import checksums
+
+
+@dataclass(frozen=True)
+class PiiMatch:
+    """One PII span: ``text[start:end]`` is an ``entity``; ``placeholder`` replaces it."""
+
+    entity: str
+    start: int
+    end: int
+    placeholder: str
+
+
+@dataclass(frozen=True)
+class Recognizer:
+    entity: str
+    pattern: regex.Pattern[str]
+    # A pattern whose partial match at the end of a stream marks text that may still become this
+    # entity; usually looser than ``pattern`` (no validator can run on half a number).
+    grow: regex.Pattern[str]
+    validate: Callable[[str], bool] | None = None
+    # Lower wins when two recognizers claim overlapping spans.
+    priority: int = 50
+
+
+def _c(pattern: str) -> regex.Pattern[str]:
+    return regex.compile(pattern, regex.VERSION0)
+
+
+_B = r"(?<![\w])"  # no word character before
+_E = r"(?![\w])"  # no word character after
+
+_EMAIL = _c(
+    r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}(?![\w-])"
+)
+# Card: 13-19 digits in groups separated by single spaces or dashes.
+_CARD = _c(_B + r"\d(?:[ -]?\d){12,18}" + _E)
+_IBAN = _c(_B + r"[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]){11,30}" + _E)
+_IBAN_GROW = _c(_B + r"[A-Z]{1,2}(?:\d{1,2}[ A-Z0-9]{0,40})?")
+_NINO = _c(r"(?i)" + _B + r"[A-Z]{2}[ ]?\d{2}[ ]?\d{2}[ ]?\d{2}[ ]?[A-D]" + _E)
+_NINO_GROW = _c(r"(?i)" + _B + r"[A-Z]{1,2}(?:[ ]?\d{2}){0,3}(?:[ ]?\d)?[ ]?[A-D]?")
+_NHS = _c(_B + r"\d{3}[ -]?\d{3}[ -]?\d{4}" + _E)
+# SSNs only with separators: a bare nine-digit run is far more often something else.
+_SSN = _c(_B + r"\d{3}([- ])\d{2}\1\d{4}" + _E)
+_IPV4 = _c(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
+_IPV4_GROW = _c(r"(?<![\w.])\d{1,3}(?:\.\d{0,3}){0,3}")
+_IPV6 = _c(
+    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?![\w:])"
+)
+_IPV6_GROW = _c(r"(?<![\w:.])(?:[0-9A-Fa-f]{1,4}|:)[0-9A-Fa-f:.]{0,44}")
+_PHONE = _c(r"(?<![\w+])\+?\(?\d[\d ().-]{5,20}\d" + _E)
+# Grow patterns are plain character runs on purpose: ``regex`` prefers a full match to a partial
+# one, so a structured pattern would stop before a trailing separator ("4111 ") and miss it.
+_DIGITS_GROW = _c(r"(?<![\w+])[+(]?\d[\d ().-]{0,30}")
+_EMAIL_GROW = _c(r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]*(?:@[A-Za-z0-9.-]*)?")
+
+_SECRET_PARTS = (
+    r"(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}",  # AWS access key id
+    r"(?i:aws_?secret_?access_?key)[\"']?\s*[:=]\s*[\"']?[A-Za-z0-9/+=]{40}",  # AWS secret
+    r"gh[pousr]_[A-Za-z0-9]{36,255}",  # GitHub tokens
+    r"github_pat_[A-Za-z0-9_]{40,255}",  # GitHub fine-grained PAT
+    r"xox[abposr]-[A-Za-z0-9-]{10,250}",  # Slack tokens
+    r"https://hooks\.slack\.com/services/[A-Za-z0-9/]{20,}",  # Slack webhook
+    r"sk-(?:proj-|ant-(?:api\d\d-)?|svcacct-)?[A-Za-z0-9_-]{32,250}",  # OpenAI / Anthropic keys
+    r"(?:sk|rk)_live_[A-Za-z0-9]{20,250}",  # Stripe
+    r"AIza[0-9A-Za-z_-]{35}",  # Google API key
+    r"glpat-[A-Za-z0-9_-]{20,}",  # GitLab PAT
+    r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",  # JWT
+    # PEM private key; a key cut off before its END line is still a leaked key.
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?:[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"
+    r"|(?:\s*[A-Za-z0-9+/=]+)*)",
+)
+_SECRET = _c(r"(?<![\w-])(?:" + "|".join(_SECRET_PARTS) + r")(?![\w-])")
+_SECRET_GROW = _c(
+    r"(?<![\w-])(?:A(?:K|S|B|C)?[A-Z0-9]{0,18}|g(?:h[pousr]?_?|ithub_pat_?)[A-Za-z0-9_]{0,255}"
+    r"|x(?:ox[abposr]?-?)[A-Za-z0-9-]{0,250}|[sr]k[-_][A-Za-z0-9_-]{0,250}"
+    r"|AIza[0-9A-Za-z_-]{0,35}|glpat-[A-Za-z0-9_-]*|eyJ[A-Za-z0-9_.-]*"
+    r"|-{1,5}(?:B(?:E(?:G(?:I(?:N(?: [A-Z ]*(?:-{1,5}[A-Za-z0-9+/=\s-]*)?)?)?)?)?)?)?)"
+)
+
+
+def _phone_valid(candidate: str) -> bool:
+    digits = checksums.digits_only(candidate)
+    if not 7 <= len(digits) <= 15:
+        return False
+    # International numbers parse on their own; national ones are tried as UK then US, the
+    # jurisdictions the shipped policy packs target.
+    regions = (None,) if candidate.lstrip().startswith("+") else ("GB", "US")
+    for region in regions:
+        try:
+            number = phonenumbers.parse(candidate, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return True
+    return False
+
+
+RECOGNIZERS: tuple[Recognizer, ...] = (
+    Recognizer("SECRET", _SECRET, _SECRET_GROW, None, priority=0),
+    Recognizer("EMAIL", _EMAIL, _EMAIL_GROW, None, priority=10),
+    Recognizer("IBAN", _IBAN, _IBAN_GROW, checksums.iban_valid, priority=20),
+    Recognizer("CREDIT_CARD", _CARD, _DIGITS_GROW, checksums.card_valid, priority=30),
+    Recognizer("US_SSN", _SSN, _DIGITS_GROW, checksums.us_ssn_valid, priority=40),
+    Recognizer("UK_NINO", _NINO, _NINO_GROW, checksums.uk_nino_valid, priority=40),
+    Recognizer("NHS_NUMBER", _NHS, _DIGITS_GROW, checksums.nhs_number_valid, priority=45),
+    Recognizer("IP_ADDRESS", _IPV4, _IPV4_GROW, checksums.ip_address_valid, priority=50),
+    Recognizer("IP_ADDRESS", _IPV6, _IPV6_GROW, checksums.ip_address_valid, priority=50),
+    Recognizer("PHONE", _PHONE, _DIGITS_GROW, _phone_valid, priority=60),
+)
+
+PII_ENTITY_TYPES: frozenset[str] = frozenset(r.entity for r in RECOGNIZERS)
+
+# Partial matches are looked for only in this many trailing characters (PEM keys excepted):
+# no other entity is longer, and it keeps each streaming call O(1) in the stream length.
+_HOLD_SCAN_CHARS = 320
+
+
+def placeholder_for(entity: str) -> str:
+    return f"[{entity}]"
+
+
+def _selected(entities: object) -> tuple[Recognizer, ...]:
+    if entities is None:
+        return RECOGNIZERS
+    if isinstance(entities, str):
+        raise TypeError("entities must be a collection of entity names, not a single string")
+    wanted = set(entities)  # type: ignore[call-overload]
+    unknown = wanted - PII_ENTITY_TYPES
+    if unknown:
+        raise ValueError(
+            f"unknown PII entity type(s) {sorted(unknown)}; known: {sorted(PII_ENTITY_TYPES)}"
+        )
+    return tuple(r for r in RECOGNIZERS if r.entity in wanted)
+
+
+def _strip_trailing(text: str, start: int, end: int) -> int:
+    # Phone candidates may swallow a trailing separator such as " -" before a digit-free word.
+    while end > start and text[end - 1] in " .-(":
+        end -= 1
+    return end
