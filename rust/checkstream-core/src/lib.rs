@@ -8,5 +8,6 @@
 //! names the next tokens that would complete a banned sequence.
 
 pub mod error;
+pub mod masker;
 
 pub use error::CoreError;

@@ -6,10 +6,12 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod masker;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(m)?;
+    masker::register(m)?;
     Ok(())
 }
