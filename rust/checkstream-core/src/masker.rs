@@ -66,7 +66,9 @@ impl TokenMasker {
     /// [`num_sequences`](Self::num_sequences) as given).
     pub fn new<S: AsRef<[u32]>>(sequences: &[S], vocab_size: u32) -> Result<Self, CoreError> {
         if vocab_size == 0 {
-            return Err(CoreError::InvalidArgument("vocab_size must be positive".into()));
+            return Err(CoreError::InvalidArgument(
+                "vocab_size must be positive".into(),
+            ));
         }
         if sequences.is_empty() {
             return Err(CoreError::InvalidPattern(
@@ -101,7 +103,10 @@ impl TokenMasker {
         let mut order: Vec<&[u32]> = sequences.iter().map(|s| s.as_ref()).collect();
         order.sort_unstable();
         order.dedup();
-        let mut nodes = vec![BuildNode { children: Vec::new(), own: Vec::new() }];
+        let mut nodes = vec![BuildNode {
+            children: Vec::new(),
+            own: Vec::new(),
+        }];
         for seq in &order {
             let mut node = 0usize;
             for (k, &t) in seq.iter().enumerate() {
@@ -109,7 +114,10 @@ impl TokenMasker {
                     Some(&(tok, child)) if tok == t => child as usize,
                     _ => {
                         let child = nodes.len();
-                        nodes.push(BuildNode { children: Vec::new(), own: Vec::new() });
+                        nodes.push(BuildNode {
+                            children: Vec::new(),
+                            own: Vec::new(),
+                        });
                         nodes[node].children.push((t, child as u32));
                         child
                     }
@@ -174,13 +182,22 @@ impl TokenMasker {
         for s in 0..n as u32 {
             let (lo, hi) = masker.edges(s);
             let children: Vec<(u32, u32)> = if s == ROOT {
-                nodes[0].children.iter().map(|&(t, c)| (t, new_id[c as usize])).collect()
+                nodes[0]
+                    .children
+                    .iter()
+                    .map(|&(t, c)| (t, new_id[c as usize]))
+                    .collect()
             } else {
-                (lo..hi).map(|e| (masker.edge_tok[e], masker.edge_dst[e])).collect()
+                (lo..hi)
+                    .map(|e| (masker.edge_tok[e], masker.edge_dst[e]))
+                    .collect()
             };
             for (t, c) in children {
-                masker.fail[c as usize] =
-                    if s == ROOT { ROOT } else { masker.step_unchecked(masker.fail[s as usize], t) };
+                masker.fail[c as usize] = if s == ROOT {
+                    ROOT
+                } else {
+                    masker.step_unchecked(masker.fail[s as usize], t)
+                };
             }
         }
 
@@ -188,7 +205,11 @@ impl TokenMasker {
         masker.own_start.push(0);
         for (s, &old) in bfs.iter().enumerate() {
             let own = &nodes[old as usize].own;
-            let below = if s == 0 { NONE } else { masker.ban_head[masker.fail[s] as usize] };
+            let below = if s == 0 {
+                NONE
+            } else {
+                masker.ban_head[masker.fail[s] as usize]
+            };
             for &t in own {
                 if !masker.chain_bans(below, t) {
                     masker.own_tok.push(t);
@@ -308,7 +329,11 @@ impl TokenMasker {
                 for &t in self.own(u) {
                     f(row, t);
                 }
-                u = if u == ROOT { NONE } else { self.ban_head[self.fail[u as usize] as usize] };
+                u = if u == ROOT {
+                    NONE
+                } else {
+                    self.ban_head[self.fail[u as usize] as usize]
+                };
             }
         }
         Ok(())
@@ -370,7 +395,10 @@ impl TokenMasker {
 
     #[inline]
     fn edges(&self, s: u32) -> (usize, usize) {
-        (self.edge_start[s as usize] as usize, self.edge_start[s as usize + 1] as usize)
+        (
+            self.edge_start[s as usize] as usize,
+            self.edge_start[s as usize + 1] as usize,
+        )
     }
 
     #[inline]
@@ -401,7 +429,11 @@ impl TokenMasker {
             if self.own(u).binary_search(&token).is_ok() {
                 return true;
             }
-            u = if u == ROOT { NONE } else { self.ban_head[self.fail[u as usize] as usize] };
+            u = if u == ROOT {
+                NONE
+            } else {
+                self.ban_head[self.fail[u as usize] as usize]
+            };
         }
         false
     }
@@ -537,13 +569,21 @@ mod tests {
                 let t = rng.below(vocab);
                 m.advance(&mut states, &[i64::from(t)]).unwrap();
                 history.push(t);
-                assert_eq!(m.banned_tokens(states[0]).unwrap(), brute_force(&seqs, &history));
+                assert_eq!(
+                    m.banned_tokens(states[0]).unwrap(),
+                    brute_force(&seqs, &history)
+                );
                 let mut seen = Vec::new();
-                m.for_each_banned(&states, true, |_, t| seen.push(t)).unwrap();
+                m.for_each_banned(&states, true, |_, t| seen.push(t))
+                    .unwrap();
                 let n = seen.len();
                 seen.sort_unstable();
                 seen.dedup();
-                assert_eq!(seen.len(), n, "duplicate pairs for {seqs:?} after {history:?}");
+                assert_eq!(
+                    seen.len(),
+                    n,
+                    "duplicate pairs for {seqs:?} after {history:?}"
+                );
             }
         }
     }
@@ -562,7 +602,10 @@ mod tests {
     #[test]
     fn bad_input_is_rejected_with_a_precise_error() {
         let empty: Vec<Vec<u32>> = vec![];
-        assert!(matches!(TokenMasker::new(&empty, 5), Err(CoreError::InvalidPattern(_))));
+        assert!(matches!(
+            TokenMasker::new(&empty, 5),
+            Err(CoreError::InvalidPattern(_))
+        ));
         let err = TokenMasker::new(&[vec![1u32], vec![]], 5).unwrap_err();
         assert!(err.to_string().contains("sequence 1 is empty"), "{err}");
         let err = TokenMasker::new(&[vec![1u32, 7]], 5).unwrap_err();
@@ -574,13 +617,20 @@ mod tests {
         let err = m.advance(&mut states, &[1i64, 5]).unwrap_err();
         assert!(err.to_string().contains("row 1"), "{err}");
         assert!(m.advance(&mut states, &[-1i64, 1]).is_err());
-        assert_eq!(states, vec![0, 0], "a rejected batch must leave the states untouched");
+        assert_eq!(
+            states,
+            vec![0, 0],
+            "a rejected batch must leave the states untouched"
+        );
         assert!(m.advance(&mut states, &[1i64]).is_err());
         let err = m.banned(&[0, 99], true).unwrap_err();
         assert!(err.to_string().contains("state 99 at row 1"), "{err}");
         let mut logits = vec![0.0f32; 10];
         assert!(m.apply(&[0, 0], &mut logits, 5, 0.0).is_ok());
-        assert!(m.apply(&[0, 0], &mut logits[..8], 4, 0.0).is_err(), "narrower than vocab");
+        assert!(
+            m.apply(&[0, 0], &mut logits[..8], 4, 0.0).is_err(),
+            "narrower than vocab"
+        );
         assert!(m.apply(&[0], &mut logits, 5, 0.0).is_err(), "rows mismatch");
     }
 }

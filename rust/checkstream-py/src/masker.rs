@@ -17,6 +17,9 @@ use pyo3::prelude::*;
 
 use crate::errors::to_py;
 
+/// `(rows, token_ids)` index arrays, int64, for an advanced-indexing write.
+type Pairs<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
+
 /// Batches of at least this many rows run with the GIL released.
 const DETACH_MIN_ROWS: usize = 64;
 
@@ -59,7 +62,9 @@ impl PyTokenMasker {
             }
             seqs.push(out);
         }
-        let inner = py.detach(|| TokenMasker::new(&seqs, vocab)).map_err(to_py)?;
+        let inner = py
+            .detach(|| TokenMasker::new(&seqs, vocab))
+            .map_err(to_py)?;
         Ok(Self { inner })
     }
 
@@ -94,7 +99,12 @@ impl PyTokenMasker {
 
     /// Tokens banned in every state (the one-token sequences), sorted, as int64.
     fn global_banned<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
-        let ids: Vec<i64> = self.inner.global_banned().iter().map(|&t| i64::from(t)).collect();
+        let ids: Vec<i64> = self
+            .inner
+            .global_banned()
+            .iter()
+            .map(|&t| i64::from(t))
+            .collect();
         PyArray1::from_vec(py, ids)
     }
 
@@ -135,7 +145,11 @@ impl PyTokenMasker {
             let t = contiguous(&ro, "tokens")?;
             run(py, states.len(), || inner.advance(states, t))
         } else {
-            Err(wrong_array("tokens", "a 1-D numpy array of dtype int64 or int32", tokens))
+            Err(wrong_array(
+                "tokens",
+                "a 1-D numpy array of dtype int64 or int32",
+                tokens,
+            ))
         }
     }
 
@@ -148,7 +162,7 @@ impl PyTokenMasker {
         py: Python<'py>,
         states: &Bound<'py, PyAny>,
         include_global: bool,
-    ) -> PyResult<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>)> {
+    ) -> PyResult<Pairs<'py>> {
         let ro = states_ro(states)?;
         let s = contiguous(&ro, "states")?;
         let inner = &self.inner;
@@ -172,16 +186,30 @@ impl PyTokenMasker {
         let inner = &self.inner;
         if let Ok(arr) = logits.cast::<PyArray2<f32>>() {
             let width = logits_width(arr.shape(), s.len())?;
+            // as_slice_mut also accepts Fortran order, which would scramble rows and columns.
+            if !arr.is_c_contiguous() {
+                return Err(not_contiguous("logits"));
+            }
             let mut rw = readwrite2(arr)?;
             let l = rw.as_slice_mut().map_err(|_| not_contiguous("logits"))?;
             run(py, s.len(), || inner.apply(s, l, width, value as f32))
         } else if let Ok(arr) = logits.cast::<PyArray2<f16>>() {
             let width = logits_width(arr.shape(), s.len())?;
+            // as_slice_mut also accepts Fortran order, which would scramble rows and columns.
+            if !arr.is_c_contiguous() {
+                return Err(not_contiguous("logits"));
+            }
             let mut rw = readwrite2(arr)?;
             let l = rw.as_slice_mut().map_err(|_| not_contiguous("logits"))?;
-            run(py, s.len(), || inner.apply(s, l, width, f16::from_f64(value)))
+            run(py, s.len(), || {
+                inner.apply(s, l, width, f16::from_f64(value))
+            })
         } else {
-            Err(wrong_array("logits", "a 2-D numpy array of dtype float32 or float16", logits))
+            Err(wrong_array(
+                "logits",
+                "a 2-D numpy array of dtype float32 or float16",
+                logits,
+            ))
         }
     }
 
@@ -226,7 +254,9 @@ fn states_rw<'py>(obj: &Bound<'py, PyAny>) -> PyResult<PyReadwriteArray1<'py, u3
         .cast::<PyArray1<u32>>()
         .map_err(|_| wrong_array("states", "a 1-D numpy array of dtype uint32", obj))?;
     arr.try_readwrite().map_err(|e| {
-        PyValueError::new_err(format!("states must be a writeable array not in use elsewhere: {e}"))
+        PyValueError::new_err(format!(
+            "states must be a writeable array not in use elsewhere: {e}"
+        ))
     })
 }
 
@@ -242,7 +272,9 @@ fn readwrite2<'py, T: numpy::Element>(
     arr: &Bound<'py, PyArray2<T>>,
 ) -> PyResult<numpy::PyReadwriteArray2<'py, T>> {
     arr.try_readwrite().map_err(|e| {
-        PyValueError::new_err(format!("logits must be a writeable array not in use elsewhere: {e}"))
+        PyValueError::new_err(format!(
+            "logits must be a writeable array not in use elsewhere: {e}"
+        ))
     })
 }
 
