@@ -12,7 +12,9 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "checkstream.audit.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,75 @@
+"""Canonical JSON: the exact bytes that the decision log hashes, signs and writes.
+
+Sorted keys, no whitespace, UTF-8 (not ``\\u`` escapes), integers as integers and floats in
+Python's shortest round-trip form. NaN and infinities are rejected (JSON has no such numbers, and
+``json`` would otherwise write ``NaN``, which other parsers refuse). Keys must be strings: ``json``
+silently turns ``{1: x}`` into ``{"1": x}``, which would let two different records share bytes.
+
+Because parsing a canonical line and serialising it again gives the same bytes, a verifier can
+check a line without trusting how it was written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from checkstream.audit.errors import CanonicalError
+
+__all__ = ["CanonicalError", "canonical_json"]
+
+
+def _check(value: Any, path: str) -> None:
+    # The walk exists to reject what ``json`` would accept silently or garble: non-str keys,
+    # NaN/inf, lone surrogates, and objects that are not JSON at all.
+    if value is None or isinstance(value, bool | int):
+        return
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise CanonicalError(path, f"string is not valid Unicode ({exc.reason})") from None
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise CanonicalError(path, f"{value!r} is not a JSON number")
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise CanonicalError(path, f"object key {key!r} is not a string")
+            _check(key, f"{path}.{key}")
+            _check(item, f"{path}.{key}")
+        return
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check(item, f"{path}[{index}]")
+        return
+    raise CanonicalError(
+        path, f"{type(value).__name__} is not JSON (use str, int, float, bool, None, list, dict)"
+    )
+
+
+def _mapping_as_dict(value: Any) -> dict[str, Any]:
+    # Only reached for Mapping types other than dict (``_check`` has vetted everything else).
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+_ENCODER = json.JSONEncoder(
+    sort_keys=True,
+    separators=(",", ":"),
+    ensure_ascii=False,
+    allow_nan=False,
+    default=_mapping_as_dict,
+)
+
+
+def canonical_json(value: Any) -> bytes:
+    """Return the canonical JSON bytes of ``value``; raise :class:`CanonicalError` if none."""
+    _check(value, "$")
+    return _ENCODER.encode(value).encode("utf-8")

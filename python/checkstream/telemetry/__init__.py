@@ -1,0 +1,1 @@
+"""Telemetry shared by every part: Prometheus metrics (see :mod:`checkstream.telemetry.metrics`)."""
