@@ -8,6 +8,9 @@
 //! names the next tokens that would complete a banned sequence.
 
 pub mod error;
+pub mod holdback;
 pub mod masker;
+pub mod matcher;
+pub mod normalize;
 
 pub use error::CoreError;

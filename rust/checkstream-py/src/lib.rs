@@ -6,12 +6,18 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod holdback;
 mod masker;
+mod matcher;
+mod normalize;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     errors::register(m)?;
+    normalize::register(m)?;
+    matcher::register(m)?;
+    holdback::register(m)?;
     masker::register(m)?;
     Ok(())
 }
