@@ -1,0 +1,172 @@
+"""Running a set's classifier triggers on a text window, sync or through the async batcher.
+
+A classifier that errors or times out is resolved by its declared fail mode and recorded: fail
+closed fires the trigger (score None), fail open does not. Neither is silent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from checkstream.engine.events import LeafEvent
+from checkstream.engine.types import CheckRecord
+from checkstream.policy.policyset import ClassifierLeaf
+
+
+def group_by_classifier(leaves: Sequence[ClassifierLeaf]) -> dict[str, tuple[ClassifierLeaf, ...]]:
+    out: dict[str, list[ClassifierLeaf]] = {}
+    for leaf in leaves:
+        out.setdefault(leaf.name, []).append(leaf)
+    return {name: tuple(items) for name, items in out.items()}
+
+
+def _judge(
+    classifier: Any,
+    leaves: Sequence[ClassifierLeaf],
+    scores: Mapping[str, float],
+    *,
+    phase: str,
+    start: int,
+    end: int,
+    latency_ms: float,
+    timed_out: bool,
+    failed: bool,
+    message_index: int | None,
+) -> tuple[CheckRecord, list[LeafEvent]]:
+    name = str(classifier.name)
+    fail_mode = str(getattr(classifier, "fail_mode", "closed"))
+    version = getattr(classifier, "version", None)
+    events: list[LeafEvent] = []
+    if timed_out or failed:
+        why = "timed out" if timed_out else "failed"
+        resolution: Literal["fail_open", "fail_closed"] = (
+            "fail_closed" if fail_mode == "closed" else "fail_open"
+        )
+        if resolution == "fail_closed":
+            for leaf in leaves:
+                events.append(
+                    LeafEvent(
+                        leaf.id, start, end, None, f"classifier {name} {why}; fail mode closed"
+                    )
+                )
+        record = CheckRecord(
+            name,
+            phase,
+            start,
+            end,
+            dict(scores),
+            version,
+            latency_ms,
+            timed_out,
+            failed,
+            resolution,
+            message_index,
+        )
+        return record, events
+    for leaf in leaves:
+        threshold = leaf.threshold if leaf.threshold is not None else float(classifier.threshold)
+        score = float(scores.get(leaf.label, 0.0))
+        if score >= threshold:
+            events.append(
+                LeafEvent(
+                    leaf.id,
+                    start,
+                    end,
+                    score,
+                    f"classifier {name}.{leaf.label}={score:.3f} >= {threshold:g}",
+                )
+            )
+    record = CheckRecord(
+        name, phase, start, end, dict(scores), version, latency_ms, message_index=message_index
+    )
+    return record, events
+
+
+def run_sync(
+    registry: Any,
+    groups: Mapping[str, Sequence[ClassifierLeaf]],
+    text: str,
+    *,
+    phase: str,
+    start: int,
+    end: int,
+    message_index: int | None = None,
+) -> tuple[list[CheckRecord], list[LeafEvent]]:
+    records: list[CheckRecord] = []
+    events: list[LeafEvent] = []
+    for name, leaves in groups.items():
+        classifier = registry.get(name)
+        began = time.perf_counter()
+        failed = False
+        scores: Mapping[str, float] = {}
+        try:
+            scores = classifier.score([text])[0]
+        except Exception:  # resolved by the classifier's fail mode, and recorded
+            failed = True
+        record, found = _judge(
+            classifier,
+            leaves,
+            scores,
+            phase=phase,
+            start=start,
+            end=end,
+            latency_ms=(time.perf_counter() - began) * 1000,
+            timed_out=False,
+            failed=failed,
+            message_index=message_index,
+        )
+        records.append(record)
+        events.extend(found)
+    return records, events
+
+
+async def run_async(
+    registry: Any,
+    groups: Mapping[str, Sequence[ClassifierLeaf]],
+    text: str,
+    *,
+    phase: str,
+    start: int,
+    end: int,
+    message_index: int | None = None,
+) -> tuple[list[CheckRecord], list[LeafEvent]]:
+    names = list(groups)
+    classifiers = [registry.get(name) for name in names]
+
+    async def one(classifier: Any) -> tuple[Mapping[str, float], bool, bool, float]:
+        began = time.perf_counter()
+        try:
+            result = await classifier.ascore(text)
+        except Exception:
+            return {}, False, True, (time.perf_counter() - began) * 1000
+        return (
+            result.scores,
+            bool(result.timed_out),
+            bool(result.failed),
+            float(getattr(result, "latency_ms", (time.perf_counter() - began) * 1000)),
+        )
+
+    results = await asyncio.gather(*(one(c) for c in classifiers))
+    records: list[CheckRecord] = []
+    events: list[LeafEvent] = []
+    for name, classifier, (scores, timed_out, failed, latency) in zip(
+        names, classifiers, results, strict=True
+    ):
+        record, found = _judge(
+            classifier,
+            groups[name],
+            scores,
+            phase=phase,
+            start=start,
+            end=end,
+            latency_ms=latency,
+            timed_out=timed_out,
+            failed=failed,
+            message_index=message_index,
+        )
+        records.append(record)
+        events.extend(found)
+    return records, events

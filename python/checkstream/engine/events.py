@@ -1,0 +1,135 @@
+"""Leaf events (a content trigger matched a span) and turning fired rules into hits and edits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from checkstream.engine.types import RuleHit
+from checkstream.policy.models import RedactAction
+from checkstream.policy.policyset import CompiledRule, RequestLike, holds
+
+DEFAULT_REPLACEMENT = "[REDACTED]"
+
+
+@dataclass(frozen=True, slots=True)
+class LeafEvent:
+    """A content leaf matched ``[start, end)`` (absolute offsets in the scanned text)."""
+
+    leaf: int
+    start: int
+    end: int
+    score: float | None = None
+    detail: str = ""
+    placeholder: str | None = None  # PII: the entity's placeholder, e.g. "[EMAIL]"
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    rule: CompiledRule
+    start: int | None
+    end: int | None
+    score: float | None
+    detail: str
+    placeholder: str | None = None
+
+    def hit(self, phase: str, message_index: int | None = None) -> RuleHit:
+        rule = self.rule
+        return RuleHit(
+            rule=rule.name,
+            policy=rule.policy,
+            phase=phase,
+            action=rule.primary_action,
+            mode=rule.mode,
+            start=self.start,
+            end=self.end,
+            score=self.score,
+            regulation=rule.regulation,
+            citation=rule.citation,
+            detail=self.detail,
+            actions=rule.action_kinds,
+            message_index=message_index,
+        )
+
+    def replacement(self) -> str:
+        action = self.rule.action("redact")
+        assert isinstance(action, RedactAction)
+        if action.replacement is not None:
+            return action.replacement
+        return self.placeholder or DEFAULT_REPLACEMENT
+
+
+def fire_on_events(
+    rules: Sequence[CompiledRule],
+    events: Iterable[LeafEvent],
+    fired_leaves: set[int],
+    ctx: RequestLike | None,
+) -> list[Firing]:
+    """Feed events in text order, firing each rule whose trigger becomes/is true on that event.
+
+    Processing in offset order (not arrival order) is what makes the decision independent of how
+    a stream was chunked.
+    """
+    out: list[Firing] = []
+    for event in sorted(events, key=lambda e: (e.end, e.start, e.leaf)):
+        fired_leaves.add(event.leaf)
+        for rule in rules:
+            if event.leaf in rule.positive and holds(rule.trigger, fired_leaves, ctx):
+                out.append(
+                    Firing(
+                        rule, event.start, event.end, event.score, event.detail, event.placeholder
+                    )
+                )
+    return out
+
+
+def order_firings(firings: list[Firing]) -> list[Firing]:
+    """Priority order (then load order, then position): the order actions are applied in."""
+    return sorted(firings, key=lambda f: (-f.rule.priority, f.rule.order, f.start or 0))
+
+
+def plan_redactions(firings: Iterable[Firing], floor: int = 0) -> list[tuple[int, int, str]]:
+    """Non-overlapping redactions, higher-priority rules first; text below ``floor`` is gone."""
+    taken: list[tuple[int, int]] = []
+    out: list[tuple[int, int, str]] = []
+    for firing in order_firings(list(firings)):
+        if firing.rule.mode != "enforce" or firing.rule.action("redact") is None:
+            continue
+        if firing.start is None or firing.end is None:
+            continue
+        pieces = [(max(firing.start, floor), firing.end)]
+        for t_start, t_end in taken:
+            next_pieces = []
+            for start, end in pieces:
+                if end <= t_start or start >= t_end:
+                    next_pieces.append((start, end))
+                    continue
+                if start < t_start:
+                    next_pieces.append((start, t_start))
+                if end > t_end:
+                    next_pieces.append((t_end, end))
+            pieces = next_pieces
+        for start, end in pieces:
+            if end > start:
+                taken.append((start, end))
+                out.append((start, end, firing.replacement()))
+    out.sort()
+    return out
+
+
+def apply_redactions(text: str, redactions: Sequence[tuple[int, int, str]]) -> str:
+    parts: list[str] = []
+    cursor = 0
+    for start, end, replacement in sorted(redactions):
+        parts.append(text[cursor:start])
+        parts.append(replacement)
+        cursor = end
+    parts.append(text[cursor:])
+    return "".join(parts)
+
+
+def first_stop(firings: Iterable[Firing]) -> Firing | None:
+    for firing in order_firings(list(firings)):
+        if firing.rule.mode == "enforce" and firing.rule.action("stop") is not None:
+            return firing
+    return None

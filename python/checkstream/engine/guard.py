@@ -1,0 +1,304 @@
+"""Guard: a policy set (plus classifiers) applied to requests. Immutable; cheap to build.
+
+``ingress`` judges every message (system, tool and assistant content carry injections too),
+``stream`` returns a :class:`StreamGuard` per output stream, ``egress`` adds disclaimers, and
+``check_output`` is the non-streaming path, implemented through the same StreamGuard so that the
+two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from checkstream.engine.classify import group_by_classifier, run_async, run_sync
+from checkstream.engine.events import (
+    Firing,
+    LeafEvent,
+    apply_redactions,
+    first_stop,
+    order_firings,
+    plan_redactions,
+)
+from checkstream.engine.scanners import content_events
+from checkstream.engine.stream import StreamGuard
+from checkstream.engine.types import (
+    ChatMessage,
+    CheckRecord,
+    EgressResult,
+    IngressResult,
+    OutputResult,
+    Phase,
+    RequestContext,
+    RuleHit,
+)
+from checkstream.policy.models import (
+    AddSystemPromptAction,
+    InjectDisclaimerAction,
+    LogAction,
+    NotifyAction,
+    StopAction,
+)
+from checkstream.policy.policyset import ClassifierLeaf, CompiledRule, PolicySet, holds
+
+log = logging.getLogger("checkstream.engine")
+_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+class Guard:
+    """Applies one immutable :class:`PolicySet`. Safe to share across threads and requests."""
+
+    def __init__(
+        self, policy_set: PolicySet, classifiers: Any | None = None, *, notifier: Any | None = None
+    ) -> None:
+        self.policy_set = policy_set
+        if classifiers is None and policy_set.classifier_names:
+            from checkstream.classifiers import load_registry
+
+            classifiers = load_registry()
+        self.registry = classifiers
+        if classifiers is not None:
+            missing = policy_set.classifier_names - frozenset(classifiers.names())
+            if missing:
+                raise ValueError(
+                    f"classifier registry lacks {sorted(missing)} used by the policy set"
+                )
+        self.notifier = notifier
+
+    @property
+    def policy_version(self) -> str:
+        return self.policy_set.version
+
+    # ---- ingress
+
+    def ingress(self, messages: Sequence[ChatMessage], ctx: RequestContext) -> IngressResult:
+        began = time.perf_counter()
+        per_message = []
+        for index, message in enumerate(messages):
+            events, checks = self._scan_sync("ingress", message.content, index, message.role)
+            per_message.append((events, checks))
+        return self._ingress_result(messages, ctx, per_message, began)
+
+    async def aingress(self, messages: Sequence[ChatMessage], ctx: RequestContext) -> IngressResult:
+        """``ingress`` with classifiers through their async micro-batchers."""
+        began = time.perf_counter()
+        per_message = []
+        for index, message in enumerate(messages):
+            events, checks = await self._scan_async("ingress", message.content, index, message.role)
+            per_message.append((events, checks))
+        return self._ingress_result(messages, ctx, per_message, began)
+
+    def _ingress_result(
+        self,
+        messages: Sequence[ChatMessage],
+        ctx: RequestContext,
+        scanned: list[tuple[list[LeafEvent], list[CheckRecord]]],
+        began: float,
+    ) -> IngressResult:
+        hits: list[RuleHit] = []
+        checks: list[CheckRecord] = []
+        out_messages: list[ChatMessage] = []
+        additions: list[str] = []
+        all_firings: list[Firing] = []
+        modified = False
+        for index, (message, (events, found_checks)) in enumerate(
+            zip(messages, scanned, strict=True)
+        ):
+            checks.extend(found_checks)
+            rules = [
+                r
+                for r in self.policy_set.rules_for("ingress")
+                if r.roles is None or message.role in r.roles
+            ]
+            firings = order_firings(_fire_whole(rules, events, ctx))
+            all_firings.extend(firings)
+            hits.extend(f.hit("ingress", index) for f in firings)
+            redactions = plan_redactions(firings)
+            if redactions:
+                modified = True
+                message = ChatMessage(
+                    message.role, apply_redactions(message.content, redactions), message.name
+                )
+            out_messages.append(message)
+        ordered = order_firings(all_firings)
+        for firing in ordered:
+            action = firing.rule.action("add_system_prompt")
+            if (
+                firing.rule.mode == "enforce"
+                and isinstance(action, AddSystemPromptAction)
+                and action.text not in additions
+            ):
+                additions.append(action.text)
+        stop = first_stop(ordered)
+        self.side_effects(ordered, hits, ctx)
+        latency = (time.perf_counter() - began) * 1000
+        if stop is not None:
+            action = stop.rule.action("stop")
+            assert isinstance(action, StopAction)
+            return IngressResult(
+                "block", list(messages), [], action.message, action.status, hits, checks, latency
+            )
+        verdict: Literal["pass", "modify"] = "modify" if modified or additions else "pass"
+        return IngressResult(verdict, out_messages, additions, None, 200, hits, checks, latency)
+
+    # ---- midstream
+
+    def stream(
+        self, ctx: RequestContext, *, holdback: int = 16, check_interval: int = 8, window: int = 64
+    ) -> StreamGuard:
+        return StreamGuard(
+            self, ctx, holdback=holdback, check_interval=check_interval, window=window
+        )
+
+    def check_output(self, text: str, ctx: RequestContext) -> OutputResult:
+        """Non-streaming output: the same StreamGuard path as streaming (feed all, finish)."""
+        sg = self.stream(ctx)
+        first = sg.feed(text)
+        last = sg.finish()
+        return OutputResult(
+            first.text + last.text, sg.stopped, sg.stop_message, list(sg.hits), list(sg.checks)
+        )
+
+    async def acheck_output(self, text: str, ctx: RequestContext) -> OutputResult:
+        sg = self.stream(ctx)
+        first = await sg.afeed(text)
+        last = await sg.afinish()
+        return OutputResult(
+            first.text + last.text, sg.stopped, sg.stop_message, list(sg.hits), list(sg.checks)
+        )
+
+    # ---- egress
+
+    def egress(self, full_text: str, ctx: RequestContext) -> EgressResult:
+        began = time.perf_counter()
+        events, checks = self._scan_sync("egress", full_text, None, None)
+        return self._egress_result(events, checks, ctx, began)
+
+    async def aegress(self, full_text: str, ctx: RequestContext) -> EgressResult:
+        began = time.perf_counter()
+        events, checks = await self._scan_async("egress", full_text, None, None)
+        return self._egress_result(events, checks, ctx, began)
+
+    def _egress_result(
+        self, events: list[LeafEvent], checks: list[CheckRecord], ctx: RequestContext, began: float
+    ) -> EgressResult:
+        firings = order_firings(_fire_whole(self.policy_set.rules_for("egress"), events, ctx))
+        hits = [f.hit("egress") for f in firings]
+        prepend: list[str] = []
+        append: list[str] = []
+        for firing in firings:
+            action = firing.rule.action("inject_disclaimer")
+            if firing.rule.mode != "enforce" or not isinstance(action, InjectDisclaimerAction):
+                continue
+            target = prepend if action.position == "prepend" else append
+            if action.text not in target:  # one disclaimer however often its rule matched
+                target.append(action.text)
+        self.side_effects(firings, hits, ctx)
+        return EgressResult(
+            "".join(p + "\n\n" for p in prepend),
+            "".join("\n\n" + a for a in append),
+            hits,
+            checks,
+            (time.perf_counter() - began) * 1000,
+        )
+
+    # ---- shared
+
+    def _scan_sync(
+        self, phase: Phase, text: str, index: int | None, role: str | None
+    ) -> tuple[list[LeafEvent], list[CheckRecord]]:
+        leaves = self.policy_set.leaves_for(phase)
+        events = content_events(self.policy_set, leaves, text)
+        groups = group_by_classifier([leaf for leaf in leaves if isinstance(leaf, ClassifierLeaf)])
+        checks: list[CheckRecord] = []
+        if groups and text:
+            checks, found = run_sync(
+                self.registry,
+                groups,
+                text,
+                phase=phase,
+                start=0,
+                end=len(text),
+                message_index=index,
+            )
+            events.extend(found)
+        return events, checks
+
+    async def _scan_async(
+        self, phase: Phase, text: str, index: int | None, role: str | None
+    ) -> tuple[list[LeafEvent], list[CheckRecord]]:
+        leaves = self.policy_set.leaves_for(phase)
+        events = content_events(self.policy_set, leaves, text)
+        groups = group_by_classifier([leaf for leaf in leaves if isinstance(leaf, ClassifierLeaf)])
+        checks: list[CheckRecord] = []
+        if groups and text:
+            checks, found = await run_async(
+                self.registry,
+                groups,
+                text,
+                phase=phase,
+                start=0,
+                end=len(text),
+                message_index=index,
+            )
+            events.extend(found)
+        return events, checks
+
+    def side_effects(
+        self, firings: Sequence[Firing], hits: Sequence[RuleHit], ctx: RequestContext
+    ) -> None:
+        """Log and notify for enforced rules; notifications are queued, never sent inline."""
+        for firing, hit in zip(firings, hits, strict=True):
+            if firing.rule.mode != "enforce":
+                continue
+            for action in firing.rule.actions:
+                if isinstance(action, LogAction):
+                    log.log(
+                        _LEVELS[action.level],
+                        "rule %s/%s fired (%s) on %s: %s",
+                        hit.policy,
+                        hit.rule,
+                        hit.phase,
+                        ctx.request_id,
+                        hit.detail,
+                    )
+                elif isinstance(action, NotifyAction):
+                    notifier = self.notifier
+                    if notifier is None:
+                        from checkstream.policy.notify import default_notifier
+
+                        notifier = default_notifier()
+                    notifier.submit(action, hit, ctx, self.policy_set.version)
+
+
+def _fire_whole(
+    rules: Sequence[CompiledRule], events: Sequence[LeafEvent], ctx: RequestContext
+) -> list[Firing]:
+    """Rules over a whole text: each true rule fires once per span of its positive leaves."""
+    fired = {e.leaf for e in events}
+    by_leaf: dict[int, list[LeafEvent]] = {}
+    for event in events:
+        by_leaf.setdefault(event.leaf, []).append(event)
+    out: list[Firing] = []
+    for rule in rules:
+        if not holds(rule.trigger, fired, ctx):
+            continue
+        spans = sorted(
+            (e for leaf in rule.positive for e in by_leaf.get(leaf, [])),
+            key=lambda e: (e.start, e.end),
+        )
+        if not spans:
+            out.append(
+                Firing(
+                    rule,
+                    None,
+                    None,
+                    None,
+                    "context matched" if not rule.positive else "judged on the whole text",
+                )
+            )
+        for e in spans:
+            out.append(Firing(rule, e.start, e.end, e.score, e.detail, e.placeholder))
+    return out

@@ -1,0 +1,300 @@
+"""StreamGuard: one output stream (one choice / content block) through the holdback buffer.
+
+Per delta: phrases come from the Rust ``HoldbackBuffer``'s matcher; regex and PII scanners run
+incrementally on a window that crosses chunk boundaries and hold (``hold_from``) any suffix that
+could still become a match; classifiers run every ``check_interval`` deltas on the last ``window``
+deltas, and nothing they have not seen is released. Then the fired rules act: ``stop`` stops the
+buffer, ``redact`` redacts it, and only then is text released.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, TypedDict
+
+from checkstream._core import HoldbackBuffer
+from checkstream.engine.classify import group_by_classifier, run_async, run_sync
+from checkstream.engine.events import (
+    Firing,
+    LeafEvent,
+    fire_on_events,
+    first_stop,
+    order_firings,
+    plan_redactions,
+)
+from checkstream.engine.scanners import (
+    SEAM_CONTEXT,
+    PatternStream,
+    PiiStream,
+    phrase_events_from_matches,
+)
+from checkstream.engine.types import (
+    CheckRecord,
+    DecodingParams,
+    RequestContext,
+    RuleHit,
+    StreamStep,
+)
+from checkstream.policy.models import AdaptDecodingAction, Phase
+from checkstream.policy.policyset import (
+    ClassifierLeaf,
+    PatternLeaf,
+    PhraseLeaf,
+    PiiLeaf,
+    holds,
+    positive_leaves,
+)
+
+if TYPE_CHECKING:
+    from checkstream.engine.guard import Guard
+
+log = logging.getLogger("checkstream.engine")
+PHASE: Phase = "midstream"
+
+
+class _Window(TypedDict):
+    text: str
+    phase: str
+    start: int
+    end: int
+
+
+class StreamGuard:
+    """Guards one stream of text deltas. Not thread-safe: one per stream, fed in order."""
+
+    def __init__(
+        self,
+        guard: Guard,
+        ctx: RequestContext,
+        *,
+        holdback: int = 16,
+        check_interval: int = 8,
+        window: int = 64,
+    ) -> None:
+        if holdback < 0 or check_interval < 1 or window < check_interval:
+            raise ValueError(
+                "need holdback >= 0, check_interval >= 1 and window >= check_interval (so that "
+                "every delta is inside some classifier window)"
+            )
+        pset = guard.policy_set
+        self.guard = guard
+        self.ctx = ctx
+        self.policy_version = pset.version
+        self.check_interval = check_interval
+        self._rules = pset.rules_for(PHASE)
+        leaves = pset.leaves_for(PHASE)
+        self._phrase_ids = frozenset(leaf.id for leaf in leaves if isinstance(leaf, PhraseLeaf))
+        self._patterns = [PatternStream(leaf) for leaf in leaves if isinstance(leaf, PatternLeaf)]
+        pii = [leaf for leaf in leaves if isinstance(leaf, PiiLeaf)]
+        self._pii = PiiStream(pii) if pii else None
+        self._classifiers = group_by_classifier(
+            [leaf for leaf in leaves if isinstance(leaf, ClassifierLeaf)]
+        )
+        self._buffer = HoldbackBuffer(holdback, pset.matcher if self._phrase_ids else None)
+        self._external_hold = bool(self._patterns or self._pii or self._classifiers)
+        # Rules with no content leaf that could fire them (context only) are judged once, up front.
+        self._context_rules = [r for r in self._rules if not positive_leaves(r.trigger)]
+        self._fired_leaves: set[int] = set()
+        self._fired_rules: set[tuple[str, str]] = set()
+        self._text = ""  # the stream's text from absolute offset _text_start on
+        self._text_start = 0
+        self._end = 0
+        self._deltas: deque[int] = deque(maxlen=window)  # start offsets of the last deltas
+        self._since_check = 0
+        self._checked_to = 0
+        self._started = False
+        self._finished = False
+        self.stopped = False
+        self.stop_message: str | None = None
+        self.decoding: DecodingParams | None = None
+        self.hits: list[RuleHit] = []  # everything this stream decided, for the decision record
+        self.checks: list[CheckRecord] = []
+        self.released_chars = 0
+        self.tokens = 0
+        self._step_checks: list[CheckRecord] = []
+
+    # ---- public API
+
+    def feed(self, delta: str) -> StreamStep:
+        if self.stopped or self._finished:
+            return _empty(self.stopped, self.stop_message)
+        released, events = self._begin(delta)
+        if self._classifier_due(final=False):
+            records, found = run_sync(self.guard.registry, self._classifiers, **self._window_args())
+            self._note_checks(records)
+            events += found
+        return self._complete(released, events, final=False)
+
+    async def afeed(self, delta: str) -> StreamStep:
+        if self.stopped or self._finished:
+            return _empty(self.stopped, self.stop_message)
+        released, events = self._begin(delta)
+        if self._classifier_due(final=False):
+            records, found = await run_async(
+                self.guard.registry, self._classifiers, **self._window_args()
+            )
+            self._note_checks(records)
+            events += found
+        return self._complete(released, events, final=False)
+
+    def finish(self) -> StreamStep:
+        if self.stopped or self._finished:
+            return _empty(self.stopped, self.stop_message)
+        events = self._begin_finish()
+        if self._classifier_due(final=True):
+            records, found = run_sync(self.guard.registry, self._classifiers, **self._window_args())
+            self._note_checks(records)
+            events += found
+        return self._complete("", events, final=True)
+
+    async def afinish(self) -> StreamStep:
+        if self.stopped or self._finished:
+            return _empty(self.stopped, self.stop_message)
+        events = self._begin_finish()
+        if self._classifier_due(final=True):
+            records, found = await run_async(
+                self.guard.registry, self._classifiers, **self._window_args()
+            )
+            self._note_checks(records)
+            events += found
+        return self._complete("", events, final=True)
+
+    @property
+    def held_text(self) -> str:
+        return str(self._buffer.held_text)
+
+    # ---- the step, in two halves around the (sync or async) classifier call
+
+    def _begin(self, delta: str) -> tuple[str, list[LeafEvent]]:
+        buffer = self._buffer
+        if self._external_hold:
+            # Nothing past what every scanner has judged may leave with this push.
+            buffer.hold_from(self._hold_position())
+        released, matches = buffer.push(delta)
+        self.tokens += 1
+        self._since_check += 1
+        self._deltas.append(self._end)
+        self._text += delta
+        self._end += len(delta)
+        events = phrase_events_from_matches(self.guard.policy_set, matches, self._phrase_ids)
+        for scanner in self._patterns:
+            events += scanner.step(self._text, self._text_start, final=False)
+        if self._pii is not None:
+            events += self._pii.step(self._text, self._text_start, final=False)
+        return released, events
+
+    def _begin_finish(self) -> list[LeafEvent]:
+        self._finished = True
+        matches = self._buffer.finish()
+        events = phrase_events_from_matches(self.guard.policy_set, matches, self._phrase_ids)
+        for scanner in self._patterns:
+            events += scanner.step(self._text, self._text_start, final=True)
+        if self._pii is not None:
+            events += self._pii.step(self._text, self._text_start, final=True)
+        return events
+
+    def _classifier_due(self, *, final: bool) -> bool:
+        if not self._classifiers or self._end <= self._checked_to:
+            return False
+        return final or self._since_check >= self.check_interval
+
+    def _window_args(self) -> _Window:
+        start = self._deltas[0] if self._deltas else self._end
+        start = max(start, self._text_start)
+        text = self._text[start - self._text_start :]
+        self._since_check = 0
+        self._checked_to = self._end
+        return {"text": text, "phase": PHASE, "start": start, "end": self._end}
+
+    def _note_checks(self, records: list[CheckRecord]) -> None:
+        self.checks.extend(records)
+        self._step_checks.extend(records)
+
+    def _complete(self, released: str, events: list[LeafEvent], *, final: bool) -> StreamStep:
+        step_checks, self._step_checks = self._step_checks, []
+        firings: list[Firing] = []
+        if not self._started:
+            self._started = True
+            firings += [
+                Firing(r, None, None, None, "context matched")
+                for r in self._context_rules
+                if holds(r.trigger, self._fired_leaves, self.ctx)
+            ]
+        firings += fire_on_events(self._rules, events, self._fired_leaves, self.ctx)
+        if final:
+            # `not` over content can only be judged once the whole text is known.
+            for rule in self._rules:
+                key = (rule.policy, rule.name)
+                if (
+                    key not in self._fired_rules
+                    and rule.positive
+                    and not any(f.rule is rule for f in firings)
+                    and holds(rule.trigger, self._fired_leaves, self.ctx)
+                ):
+                    firings.append(Firing(rule, None, None, None, "judged at end of text"))
+        hits = self._act(order_firings(firings))
+        text = released
+        if not self.stopped:
+            if self._external_hold:
+                self._buffer.hold_from(None if final else self._hold_position())
+            text += self._buffer.flush() if final else self._buffer.release()
+        self.released_chars += len(text)
+        self._trim()
+        return StreamStep(text, self.stopped, self.stop_message, hits, step_checks, self.decoding)
+
+    def _act(self, firings: list[Firing]) -> list[RuleHit]:
+        hits = [f.hit(PHASE) for f in firings]
+        for firing in firings:
+            self._fired_rules.add((firing.rule.policy, firing.rule.name))
+        self.hits.extend(hits)
+        enforced = [f for f in firings if f.rule.mode == "enforce"]
+        stop = first_stop(enforced)
+        if stop is not None:
+            self._buffer.stop()
+            self.stopped = True
+            action = stop.rule.action("stop")
+            self.stop_message = getattr(action, "message", None)
+        else:
+            floor = int(self._buffer.released_chars)
+            for start, end, replacement in plan_redactions(enforced, floor):
+                self._buffer.redact(start, end, replacement)
+        for firing in enforced:
+            adapt = firing.rule.action("adapt_decoding")
+            if isinstance(adapt, AdaptDecodingAction):
+                self.decoding = (self.decoding or DecodingParams()).tighten(
+                    adapt.temperature, adapt.top_p
+                )
+        self.guard.side_effects(firings, hits, self.ctx)
+        return hits
+
+    def _hold_position(self) -> int:
+        pos = self._end
+        for scanner in self._patterns:
+            pos = min(pos, scanner.scan_from)
+        if self._pii is not None:
+            pos = min(pos, self._pii.scan_from)
+        if self._classifiers:
+            pos = min(pos, self._checked_to)
+        return max(pos, int(self._buffer.released_chars))
+
+    def _trim(self) -> None:
+        """Drop text no scanner or classifier window can still need (keeps the work O(n))."""
+        keep = self._end
+        for scanner in self._patterns:
+            keep = min(keep, scanner.scan_from)
+        if self._pii is not None:
+            keep = min(keep, self._pii.scan_from)
+        if self._classifiers and self._deltas:
+            keep = min(keep, self._deltas[0])
+        keep = max(self._text_start, keep - SEAM_CONTEXT)
+        if keep - self._text_start > 4096:
+            self._text = self._text[keep - self._text_start :]
+            self._text_start = keep
+
+
+def _empty(stopped: bool, message: str | None) -> StreamStep:
+    return StreamStep("", stopped, message, [])
+
+
+__all__ = ["StreamGuard"]

@@ -1,0 +1,252 @@
+"""The compiled, immutable form of a policy set: what the engine evaluates on every token."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Protocol
+
+import regex
+
+from checkstream.policy.models import (
+    ACTION_RANK,
+    Action,
+    ContextTrigger,
+    Mode,
+    Phase,
+    PolicyFile,
+)
+
+if TYPE_CHECKING:
+    from checkstream._core import PhraseMatcher
+
+
+class RequestLike(Protocol):
+    """What a context trigger reads (``checkstream.engine.RequestContext`` is one)."""
+
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def endpoint(self) -> str: ...
+    @property
+    def metadata(self) -> Mapping[str, str]: ...
+
+
+# --------------------------------------------------------------------------- trigger tree
+
+
+@dataclass(frozen=True, slots=True)
+class PhraseLeaf:
+    id: int
+    terms: tuple[str, ...]
+    whole_word: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PatternLeaf:
+    id: int
+    source: str
+    compiled: regex.Pattern[str]
+    max_length: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifierLeaf:
+    id: int
+    name: str
+    label: str
+    threshold: float | None  # None: the classifier's own threshold
+
+
+@dataclass(frozen=True, slots=True)
+class PiiLeaf:
+    id: int
+    entities: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ContextLeaf:
+    id: int
+    spec: ContextTrigger
+
+    def holds(self, ctx: RequestLike | None) -> bool:
+        if ctx is None:
+            return False
+        spec = self.spec
+        checks: list[tuple[str | None, tuple[str, ...] | None]] = [
+            (ctx.tenant, spec.tenant),
+            (ctx.model, spec.model),
+            (ctx.endpoint, spec.endpoint),
+        ]
+        for key, globs in (spec.metadata or {}).items():
+            checks.append((ctx.metadata.get(key), globs))
+        return all(
+            globs is None
+            or (value is not None and any(fnmatch.fnmatchcase(value, g) for g in globs))
+            for value, globs in checks
+        )
+
+
+ContentLeaf = PhraseLeaf | PatternLeaf | ClassifierLeaf | PiiLeaf
+Leaf = ContentLeaf | ContextLeaf
+
+
+@dataclass(frozen=True, slots=True)
+class AllNode:
+    children: tuple[Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AnyNode:
+    children: tuple[Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NotNode:
+    child: Node
+
+
+Node = Leaf | AllNode | AnyNode | NotNode
+
+
+def holds(
+    node: Node, fired: Mapping[int, bool] | frozenset[int] | set[int], ctx: RequestLike | None
+) -> bool:
+    """Whether ``node`` is true given the set of content leaves that fired and the request."""
+    if isinstance(node, ContextLeaf):
+        return node.holds(ctx)
+    if isinstance(node, AllNode):
+        return all(holds(child, fired, ctx) for child in node.children)
+    if isinstance(node, AnyNode):
+        return any(holds(child, fired, ctx) for child in node.children)
+    if isinstance(node, NotNode):
+        return not holds(node.child, fired, ctx)
+    return node.id in fired
+
+
+def positive_leaves(node: Node) -> frozenset[int]:
+    """Content leaves whose firing can make ``node`` true (not under an odd number of ``not``)."""
+    out: set[int] = set()
+
+    def walk(n: Node, negated: bool) -> None:
+        if isinstance(n, AllNode | AnyNode):
+            for child in n.children:
+                walk(child, negated)
+        elif isinstance(n, NotNode):
+            walk(n.child, not negated)
+        elif not isinstance(n, ContextLeaf) and not negated:
+            out.add(n.id)
+
+    walk(node, False)
+    return frozenset(out)
+
+
+def leaves_of(node: Node) -> list[Leaf]:
+    if isinstance(node, AllNode | AnyNode):
+        return [leaf for child in node.children for leaf in leaves_of(child)]
+    if isinstance(node, NotNode):
+        return leaves_of(node.child)
+    return [node]
+
+
+def describe(node: Node) -> str:
+    """A one-line human description of a trigger (used by ``policy explain`` and hit details)."""
+    if isinstance(node, PhraseLeaf):
+        shown = ", ".join(repr(t) for t in node.terms[:3])
+        more = f" (+{len(node.terms) - 3} more)" if len(node.terms) > 3 else ""
+        return f"phrases[{shown}{more}]"
+    if isinstance(node, PatternLeaf):
+        return f"pattern /{node.source}/"
+    if isinstance(node, ClassifierLeaf):
+        limit = "default" if node.threshold is None else f"{node.threshold:g}"
+        return f"classifier {node.name}.{node.label} >= {limit}"
+    if isinstance(node, PiiLeaf):
+        return f"pii {sorted(node.entities)}"
+    if isinstance(node, ContextLeaf):
+        return f"context {node.spec.model_dump(exclude_none=True)}"
+    if isinstance(node, AllNode):
+        return "all(" + "; ".join(describe(c) for c in node.children) + ")"
+    if isinstance(node, AnyNode):
+        return "any(" + "; ".join(describe(c) for c in node.children) + ")"
+    return f"not({describe(node.child)})"
+
+
+# --------------------------------------------------------------------------- rules and the set
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    name: str
+    policy: str
+    description: str
+    phases: frozenset[Phase]
+    mode: Mode
+    priority: int
+    order: int  # position in load order; breaks priority ties deterministically
+    regulation: str | None
+    citation: str | None
+    roles: frozenset[str] | None
+    trigger: Node
+    actions: tuple[Action, ...]
+    source: str  # "file:line" of the rule, for explain output
+
+    @property
+    def action_kinds(self) -> tuple[str, ...]:
+        return tuple(action.kind for action in self.actions)
+
+    @property
+    def primary_action(self) -> str:
+        return min(self.action_kinds, key=ACTION_RANK.__getitem__)
+
+    @property
+    def positive(self) -> frozenset[int]:
+        return positive_leaves(self.trigger)
+
+    def action(self, kind: str) -> Action | None:
+        for action in self.actions:
+            if action.kind == kind:
+                return action
+        return None
+
+
+@dataclass(frozen=True, eq=False)
+class PolicySet:
+    """An immutable, compiled policy set. ``version`` is the sha256 of its canonical content."""
+
+    files: tuple[PolicyFile, ...]
+    sources: tuple[str, ...]
+    rules: tuple[CompiledRule, ...]  # evaluation order: priority desc, then load order
+    leaves: tuple[Leaf, ...]
+    phrases: tuple[str, ...]
+    phrase_whole_word: tuple[bool, ...]
+    phrase_leaves: tuple[tuple[int, ...], ...]  # matcher phrase index -> phrase leaf ids
+    leetspeak: bool
+    matcher: PhraseMatcher | None
+    version: str
+    _by_phase: dict[str, tuple[CompiledRule, ...]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for phase in ("ingress", "midstream", "egress"):
+            self._by_phase[phase] = tuple(r for r in self.rules if phase in r.phases)
+
+    def rules_for(self, phase: Phase) -> tuple[CompiledRule, ...]:
+        return self._by_phase[phase]
+
+    def leaves_for(self, phase: Phase) -> tuple[Leaf, ...]:
+        seen: dict[int, Leaf] = {}
+        for rule in self.rules_for(phase):
+            for leaf in leaves_of(rule.trigger):
+                seen[leaf.id] = leaf
+        return tuple(seen[i] for i in sorted(seen))
+
+    @cached_property
+    def classifier_names(self) -> frozenset[str]:
+        return frozenset(leaf.name for leaf in self.leaves if isinstance(leaf, ClassifierLeaf))
+
+    @property
+    def short_version(self) -> str:
+        return self.version[:12]
