@@ -1,18 +1,113 @@
 # Hand-checked stub of the Rust extension `checkstream._core`; verified by mypy.stubtest in tests.
 
 from collections.abc import Sequence
-from typing import Self, final
+from typing import Self, TypeAlias, final
 
 import numpy as np
 import numpy.typing as npt
 
 __version__: str
 # pyo3 lists every added name in __all__; stubtest checks it against the runtime.
-__all__ = ["CoreError", "PatternError", "StateError", "TokenMasker", "__version__"]
+__all__ = [
+    "CoreError",
+    "HoldbackBuffer",
+    "InputError",
+    "MatchStream",
+    "Normalizer",
+    "PatternError",
+    "PhraseMatcher",
+    "StateError",
+    "TokenMasker",
+    "__version__",
+]
 
 class CoreError(ValueError): ...
 class PatternError(CoreError): ...
+class InputError(CoreError): ...
 class StateError(CoreError): ...
+
+# --- text hot path (rust/checkstream-py/src/{normalize,matcher,holdback}.rs) ---
+# Offsets are char (code point) indices into the ORIGINAL text, end-exclusive.
+# A match is ``(phrase_index, start, end)``.
+
+_Match: TypeAlias = tuple[int, int, int]
+
+@final
+class Normalizer:
+    """Per-code-point canonical form: NFKC fold, case fold, Cf/marks dropped, confusable
+    skeleton (non-ASCII), optional leetspeak, whitespace -> one space each."""
+
+    def __new__(cls, *, leetspeak: bool = False) -> Self: ...
+    @property
+    def leetspeak(self) -> bool: ...
+    def normalize(self, text: str) -> str: ...
+    def normalize_with_offsets(self, text: str) -> tuple[str, list[int]]:
+        """``offsets[i]`` is the index in ``text`` of the char that produced normalised char i."""
+
+@final
+class PhraseMatcher:
+    """Immutable compiled phrase set, shareable by any number of streams and threads.
+
+    Raises ``PatternError`` (empty list, a phrase empty after normalisation, absurd sizes;
+    the message names the phrase index) and ``InputError`` (``whole_word`` length mismatch).
+    """
+
+    def __new__(
+        cls,
+        phrases: Sequence[str],
+        *,
+        whole_word: bool | Sequence[bool] = ...,
+        leetspeak: bool = False,
+    ) -> Self: ...
+    def __len__(self) -> int: ...
+    def normalized_phrase(self, index: int) -> str: ...
+    @property
+    def engine(self) -> str: ...
+    @property
+    def memory_usage(self) -> int: ...
+    def find_all(self, text: str) -> list[_Match]:
+        """All overlapping matches, sorted by ``(end, start, phrase_index)``."""
+    def stream(self) -> MatchStream: ...
+
+@final
+class MatchStream:
+    """One stream over a ``PhraseMatcher``; offsets are absolute in the text fed so far."""
+
+    def feed(self, text: str) -> list[_Match]: ...
+    def feed_bytes(self, data: bytes) -> list[_Match]:
+        """A code point split across calls is carried over; invalid UTF-8 raises ``InputError``
+        and leaves the stream unchanged."""
+    def finish(self) -> list[_Match]: ...
+    @property
+    def pending(self) -> int:
+        """Trailing chars that could still become (part of) a match."""
+    @property
+    def position(self) -> int: ...
+    @property
+    def finished(self) -> bool: ...
+
+@final
+class HoldbackBuffer:
+    """Per-stream buffer that releases only text that is final; one push is one token."""
+
+    def __new__(cls, holdback: int = 16, matcher: PhraseMatcher | None = None) -> Self: ...
+    def push(self, text: str) -> tuple[str, list[_Match]]: ...
+    def redact(self, start: int, end: int, replacement: str) -> None: ...
+    def hold_from(self, position: int | None) -> None: ...
+    def release(self) -> str: ...
+    def finish(self) -> list[_Match]: ...
+    def flush(self) -> str: ...
+    def stop(self) -> None: ...
+    @property
+    def released_chars(self) -> int: ...
+    @property
+    def held_text(self) -> str: ...
+    @property
+    def stopped(self) -> bool: ...
+    @property
+    def position(self) -> int: ...
+    @property
+    def holdback(self) -> int: ...
 
 # --- token masker (rust/checkstream-py/src/masker.rs) ---
 
