@@ -25,26 +25,22 @@ def phrase_events(pset: PolicySet, text: str, wanted: Collection[int]) -> list[L
     """Phrase leaf events from one pass of the set's shared matcher over ``text``."""
     if pset.matcher is None or not wanted:
         return []
-    return phrase_events_from_matches(pset, pset.matcher.find_all(text), wanted, text)
+    return phrase_events_from_matches(pset, pset.matcher.find_all(text), wanted)
 
 
 def phrase_events_from_matches(
     pset: PolicySet,
     matches: Sequence[tuple[int, int, int]],
     wanted: Collection[int],
-    text: str | None = None,
-    offset: int = 0,
 ) -> list[LeafEvent]:
+    # Details name the phrase, never the matched text: hits end up in decision records.
     out: list[LeafEvent] = []
     seen: set[tuple[int, int, int]] = set()
     for index, start, end in matches:
         for leaf in pset.phrase_leaves[index]:
             if leaf in wanted and (leaf, start, end) not in seen:
                 seen.add((leaf, start, end))
-                detail = f"phrase {pset.phrases[index]!r}"
-                if text is not None:
-                    detail += f" matched {text[start - offset : end - offset]!r}"
-                out.append(LeafEvent(leaf, start, end, None, detail))
+                out.append(LeafEvent(leaf, start, end, None, f"phrase {pset.phrases[index]!r}"))
     return out
 
 

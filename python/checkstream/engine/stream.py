@@ -82,6 +82,8 @@ class StreamGuard:
         self.ctx = ctx
         self.policy_version = pset.version
         self.check_interval = check_interval
+        self.holdback = holdback
+        self.window = window
         self._rules = pset.rules_for(PHASE)
         leaves = pset.leaves_for(PHASE)
         self._phrase_ids = frozenset(leaf.id for leaf in leaves if isinstance(leaf, PhraseLeaf))
