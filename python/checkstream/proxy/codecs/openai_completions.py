@@ -1,0 +1,148 @@
+"""OpenAI legacy ``/v1/completions``: a prompt in, ``text_completion`` objects out."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from checkstream.engine import ChatMessage
+from checkstream.proxy.codecs.base import (
+    Codec,
+    Json,
+    PromptSlot,
+    StreamTranslator,
+    UpstreamProtocolError,
+    as_json_object,
+    decision_comment,
+)
+from checkstream.proxy.codecs.openai_chat import DONE, _error_message, openai_stream_error
+from checkstream.proxy.guarding import Channel, GuardSession
+from checkstream.proxy.sse import SSEEvent, encode_event
+
+
+class CompletionsTranslator(StreamTranslator):
+    def __init__(self, session: GuardSession, n: int) -> None:
+        self.session = session
+        self.n = max(1, n)
+        self.channels: dict[int, Channel] = {}
+        self.envelope: Json = {}
+
+    def _chunk(self, index: int, text: str, finish: str | None = None) -> bytes:
+        return encode_event({**self.envelope, "choices": [
+            {"text": text, "index": index, "logprobs": None, "finish_reason": finish}]})
+
+    def _ch(self, index: int) -> Channel:
+        ch = self.channels.get(index)
+        if ch is None:
+            ch = self.channels[index] = self.session.channel(("choice", index))
+        return ch
+
+    async def on_event(self, ev: SSEEvent) -> list[bytes]:
+        if self.done:
+            return []
+        if ev.data.strip() == "[DONE]":
+            self.saw_terminator = True
+            return await self._end()
+        data = as_json_object(ev)
+        if "error" in data:
+            raise UpstreamProtocolError(_error_message(data))
+        choices = data.get("choices")
+        if not isinstance(choices, list):
+            raise UpstreamProtocolError("text_completion chunk without a 'choices' list")
+        self.started = True
+        self.envelope = {k: v for k, v in data.items() if k != "choices"}
+        if not choices:
+            return [encode_event(data)]
+        out: list[bytes] = []
+        for c in choices:
+            if not isinstance(c, dict) or not isinstance(c.get("index"), int):
+                raise UpstreamProtocolError("a completion choice without an integer 'index'")
+            ch = self._ch(c["index"])
+            if ch.finished:
+                continue
+            text = c.get("text")
+            released = await ch.feed(text) if isinstance(text, str) else ""
+            if ch.stopped:
+                out += self._stop(c["index"], ch, released)
+                continue
+            if released:
+                out.append(self._chunk(c["index"], released))
+            if c.get("finish_reason") is not None:
+                out += await self._finish(c["index"], ch, c["finish_reason"])
+        if len(self.channels) >= self.n and all(ch.stopped for ch in self.channels.values()):
+            out += await self._end()
+        return out
+
+    async def _finish(self, index: int, ch: Channel, finish: str) -> list[bytes]:
+        rest = await ch.finish()
+        if ch.stopped:
+            return self._stop(index, ch, rest)
+        out = [self._chunk(index, rest)] if rest else []
+        return [*out, self._chunk(index, "", finish)]
+
+    def _stop(self, index: int, ch: Channel, pending: str) -> list[bytes]:
+        return [self._chunk(index, pending + ch.refusal), self._chunk(index, "", "content_filter")]
+
+    async def _end(self) -> list[bytes]:
+        out: list[bytes] = []
+        for index, ch in self.channels.items():
+            if not ch.finished:
+                out += await self._finish(index, ch, "stop")
+        self.done = True
+        return [*out, decision_comment(self.session), DONE]
+
+    def error_event(self, message: str, kind: str) -> bytes:
+        return openai_stream_error(message, kind)
+
+
+class OpenAICompletionsCodec(Codec):
+    endpoint = "completions"
+    path = "/completions"
+    provider = "openai"
+
+    def validate(self, body: Json) -> str | None:
+        p = body.get("prompt")
+        if isinstance(p, str) or (isinstance(p, list) and all(isinstance(x, str) for x in p)):
+            return None
+        return "'prompt' must be a string or a list of strings (token arrays cannot be checked)"
+
+    def prompt_slots(self, body: Json) -> list[PromptSlot]:
+        p = body.get("prompt")
+        if isinstance(p, str):
+            return [PromptSlot(ChatMessage("user", p), _set_prompt(body, None))]
+        if isinstance(p, list):
+            return [PromptSlot(ChatMessage("user", x), _set_prompt(body, i))
+                    for i, x in enumerate(p) if isinstance(x, str)]
+        return []
+
+    def add_system(self, body: Json, texts: list[str]) -> None:
+        prefix = "\n\n".join(texts) + "\n\n"
+        p = body.get("prompt")
+        body["prompt"] = [prefix + x for x in p] if isinstance(p, list) else prefix + str(p)
+
+    def translator(self, session: GuardSession, body: Json) -> StreamTranslator:
+        n = int(body.get("n") or 1)
+        p = body.get("prompt")
+        if isinstance(p, list):
+            n *= max(1, len(p))
+        return CompletionsTranslator(session, n)
+
+    async def guard_response(self, session: GuardSession, data: Json) -> Json:
+        data = copy.deepcopy(data)
+        for c in data.get("choices") or []:
+            if isinstance(c.get("text"), str):
+                ch = await session.guard_text(("choice", c.get("index", 0)), c["text"])
+                c["text"] = ch.released + ch.refusal
+                if ch.stopped:
+                    c["finish_reason"] = "content_filter"
+            c["logprobs"] = None
+        return data
+
+
+def _set_prompt(body: Json, index: int | None) -> Any:
+    def write(new: str) -> None:
+        if index is None:
+            body["prompt"] = new
+        else:
+            body["prompt"][index] = new
+    return write

@@ -1,0 +1,291 @@
+"""OpenAI ``/v1/responses``: typed events, each with a ``sequence_number``.
+
+Text arrives in ``*.delta`` events and is repeated whole in the ``*.done`` events, the finished
+output items and the final ``response.completed``: every one of those copies is rebuilt from the
+released text, never forwarded from upstream. Sequence numbers are renumbered, since the proxy
+drops (held-back) and adds (refusal, closing) events. A stop closes the open item and ends with
+``response.incomplete`` and ``incomplete_details.reason = "content_filter"``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from checkstream.engine import ChatMessage
+from checkstream.proxy.codecs.base import (
+    Codec,
+    Json,
+    PromptSlot,
+    StreamTranslator,
+    UpstreamProtocolError,
+    as_json_object,
+    decision_comment,
+    text_of_parts,
+    write_parts,
+)
+from checkstream.proxy.guarding import Channel, GuardSession
+from checkstream.proxy.sse import SSEEvent, encode_event
+
+_TEXT_DELTAS = {
+    "response.output_text.delta": "response.output_text.done",
+    "response.refusal.delta": "response.refusal.done",
+    "response.reasoning_text.delta": "response.reasoning_text.done",
+    "response.reasoning_summary_text.delta": "response.reasoning_summary_text.done",
+}
+_DONE_FIELD = {
+    "response.output_text.done": "text",
+    "response.refusal.done": "refusal",
+    "response.reasoning_text.done": "text",
+    "response.reasoning_summary_text.done": "text",
+}
+_FINAL = ("response.completed", "response.incomplete", "response.failed")
+_INPUT_PARTS = ("input_text", "text", "output_text")
+
+
+def _text_key(d: Json) -> tuple[str, str, int]:
+    return ("text", str(d.get("item_id")), int(d.get("content_index") or d.get("summary_index")
+                                               or 0))
+
+
+class ResponsesTranslator(StreamTranslator):
+    def __init__(self, session: GuardSession) -> None:
+        self.session = session
+        self.seq = 0
+        self.response: Json = {}
+        self.items: dict[int, Json] = {}
+        self.open_item: int | None = None
+
+    def _ev(self, kind: str, **payload: Any) -> bytes:
+        data = {"type": kind, **payload, "sequence_number": self.seq}
+        self.seq += 1
+        return encode_event(data, event=kind)
+
+    def _forward(self, data: Json) -> bytes:
+        kind = str(data["type"])
+        payload = {k: v for k, v in data.items() if k not in ("type", "sequence_number")}
+        return self._ev(kind, **payload)
+
+    async def on_event(self, ev: SSEEvent) -> list[bytes]:
+        if self.done:
+            return []
+        data = as_json_object(ev)
+        kind = data.get("type")
+        if not isinstance(kind, str):
+            raise UpstreamProtocolError("a Responses event without a 'type'")
+        if kind == "error":
+            raise UpstreamProtocolError(f"upstream error: {data.get('message') or data}")
+        self.started = True
+        if kind in ("response.created", "response.in_progress"):
+            self.response = dict(data.get("response") or {})
+            return [self._forward(data)]
+        if kind == "response.output_item.added":
+            self.items[int(data.get("output_index") or 0)] = dict(data.get("item") or {})
+            self.open_item = int(data.get("output_index") or 0)
+            return [self._forward(data)]
+        if kind in _TEXT_DELTAS:
+            ch = self.session.channel(_text_key(data))
+            if ch.finished:
+                return []
+            released = await ch.feed(str(data.get("delta") or ""))
+            if ch.stopped:
+                return await self._stop(data, ch, released)
+            return [self._forward({**data, "delta": released})] if released else []
+        if kind in _DONE_FIELD:
+            ch = self.session.channel(_text_key(data))
+            if ch.finished and not ch.stopped:
+                return []
+            rest = await ch.finish(egress=kind == "response.output_text.done")
+            if ch.stopped:
+                return await self._stop(data, ch, rest)
+            out = []
+            if rest:
+                delta_kind = kind.replace(".done", ".delta")
+                out.append(self._forward({**data, "type": delta_kind, "delta": rest}))
+            out.append(self._forward({**data, _DONE_FIELD[kind]: ch.released}))
+            return out
+        if kind == "response.function_call_arguments.delta":
+            ch = self.session.channel(("args", str(data.get("item_id"))))
+            released = await ch.feed(str(data.get("delta") or ""))
+            if ch.stopped:
+                return await self._stop(data, ch, "")
+            return [self._forward({**data, "delta": released})] if released else []
+        if kind == "response.function_call_arguments.done":
+            ch = self.session.channel(("args", str(data.get("item_id"))))
+            rest = await ch.finish(egress=False)
+            if ch.stopped:
+                return await self._stop(data, ch, "")
+            out = [self._forward({**data, "type": "response.function_call_arguments.delta",
+                                  "delta": rest})] if rest else []
+            return [*out, self._forward({**data, "arguments": ch.released})]
+        if kind in ("response.content_part.done", "response.content_part.added"):
+            part = dict(data.get("part") or {})
+            if kind.endswith(".done"):
+                ch = self.session.channels.get(_text_key(data))
+                field = "refusal" if part.get("type") == "refusal" else "text"
+                part[field] = ch.released if ch is not None else ""
+            return [self._forward({**data, "part": part})]
+        if kind == "response.output_item.done":
+            item = self._guarded_item(dict(data.get("item") or {}))
+            self.items[int(data.get("output_index") or 0)] = item
+            self.open_item = None
+            return [self._forward({**data, "item": item})]
+        if kind in _FINAL:
+            self.saw_terminator = True
+            resp = dict(data.get("response") or {})
+            resp["output"] = [self._guarded_item(dict(i)) for i in resp.get("output") or []]
+            self.done = True
+            return [decision_comment(self.session), self._forward({**data, "response": resp})]
+        # Structural events (annotations, web search progress, ...) carry no model text.
+        if "delta" in data and isinstance(data["delta"], str):
+            raise UpstreamProtocolError(f"unguardable text event {kind!r}")
+        return [self._forward(data)]
+
+    def _guarded_item(self, item: Json) -> Json:
+        iid = str(item.get("id"))
+        if item.get("type") == "function_call":
+            ch = self.session.channels.get(("args", iid))
+            item["arguments"] = ch.released if ch is not None else ""
+            return item
+        content = []
+        for ci, part in enumerate(item.get("content") or []):
+            part = dict(part)
+            ch = self.session.channels.get(("text", iid, ci))
+            field = "refusal" if part.get("type") == "refusal" else "text"
+            if field in part:
+                part[field] = (ch.released + ch.refusal) if ch is not None else ""
+            content.append(part)
+        if "content" in item:
+            item["content"] = content
+        for si, s in enumerate(item.get("summary") or []):
+            ch = self.session.channels.get(("text", iid, si))
+            if isinstance(s, dict) and "text" in s:
+                item["summary"][si] = {**s, "text": ch.released if ch else ""}
+        return item
+
+    async def _stop(self, data: Json, ch: Channel, pending: str) -> list[bytes]:
+        out: list[bytes] = []
+        iid = str(data.get("item_id"))
+        oi = int(data.get("output_index") or 0)
+        ci = int(data.get("content_index") or 0)
+        refusal = pending + ch.refusal
+        item = dict(self.items.get(oi) or {"id": iid, "type": "message", "role": "assistant"})
+        if ch.key[0] == "text":
+            out.append(self._ev("response.output_text.delta", item_id=iid, output_index=oi,
+                                content_index=ci, delta=refusal, logprobs=[]))
+            text = ch.released + ch.refusal
+            out.append(self._ev("response.output_text.done", item_id=iid, output_index=oi,
+                                content_index=ci, text=text, logprobs=[]))
+            part = {"type": "output_text", "text": text, "annotations": []}
+            out.append(self._ev("response.content_part.done", item_id=iid, output_index=oi,
+                                content_index=ci, part=part))
+            item.update(status="incomplete", content=[part])
+        else:
+            # A stopped tool call is not executable: it is replaced by a refusal message.
+            text = ch.refusal.lstrip()
+            item = {"id": iid, "type": "message", "status": "incomplete", "role": "assistant",
+                    "content": [{"type": "output_text", "text": text, "annotations": []}]}
+        self.items[oi] = item
+        out.append(self._ev("response.output_item.done", output_index=oi, item=item))
+        resp = {**self.response, "status": "incomplete",
+                "incomplete_details": {"reason": "content_filter"},
+                "output": [self.items[k] for k in sorted(self.items) if k <= oi]}
+        self.done = True
+        out.append(decision_comment(self.session))
+        out.append(self._ev("response.incomplete", response=resp))
+        return out
+
+    def error_event(self, message: str, kind: str) -> bytes:
+        return self._ev("error", code=kind, message=message, param=None)
+
+
+class OpenAIResponsesCodec(Codec):
+    endpoint = "responses"
+    path = "/responses"
+    provider = "openai"
+
+    def validate(self, body: Json) -> str | None:
+        if not isinstance(body.get("input"), str | list):
+            return "'input' must be a string or a list of input items"
+        return None
+
+    def prompt_slots(self, body: Json) -> list[PromptSlot]:
+        slots: list[PromptSlot] = []
+        if isinstance(body.get("instructions"), str):
+            slots.append(PromptSlot(ChatMessage("system", body["instructions"]),
+                                    _setter(body, "instructions")))
+        inp = body.get("input")
+        if isinstance(inp, str):
+            slots.append(PromptSlot(ChatMessage("user", inp), _setter(body, "input")))
+            return slots
+        for item in inp or []:
+            if not isinstance(item, dict):
+                continue
+            if item.get("type") == "function_call_output" and isinstance(item.get("output"), str):
+                slots.append(PromptSlot(ChatMessage("tool", item["output"]),
+                                        _setter(item, "output")))
+            elif item.get("type") == "function_call" and isinstance(item.get("arguments"), str):
+                slots.append(PromptSlot(ChatMessage("assistant", item["arguments"]),
+                                        _setter(item, "arguments")))
+            elif "role" in item:
+                text = text_of_parts(item.get("content"), _INPUT_PARTS)
+                if text is not None:
+                    slots.append(PromptSlot(ChatMessage(str(item["role"]), text),
+                                            write_parts(item, "content", _INPUT_PARTS)))
+        return slots
+
+    def add_system(self, body: Json, texts: list[str]) -> None:
+        parts = [body["instructions"]] if isinstance(body.get("instructions"), str) else []
+        body["instructions"] = "\n\n".join(parts + texts)
+
+    def translator(self, session: GuardSession, body: Json) -> StreamTranslator:
+        return ResponsesTranslator(session)
+
+    async def guard_response(self, session: GuardSession, data: Json) -> Json:
+        data = copy.deepcopy(data)
+        output = []
+        for item in data.get("output") or []:
+            iid = str(item.get("id"))
+            stopped: Channel | None = None
+            if item.get("type") == "function_call" and isinstance(item.get("arguments"), str):
+                ch = await _guard(session, ("args", iid), item["arguments"],
+                                                      egress=False)
+                item["arguments"] = ch.released
+                if ch.stopped:
+                    stopped = ch
+                    item = {"id": iid, "type": "message", "status": "incomplete",
+                            "role": "assistant", "content": [
+                                {"type": "output_text", "text": ch.refusal.lstrip(),
+                                 "annotations": []}]}
+            else:
+                for ci, part in enumerate(item.get("content") or []):
+                    field = "refusal" if part.get("type") == "refusal" else "text"
+                    if isinstance(part.get(field), str):
+                        ch = await _guard(session, ("text", iid, ci), part[field],
+                                          egress=part.get("type") == "output_text")
+                        part[field] = ch.released + ch.refusal
+                        if ch.stopped:
+                            stopped = ch
+                            item["status"] = "incomplete"
+                            item["content"] = item["content"][: ci + 1]
+                            break
+            output.append(item)
+            if stopped is not None:
+                data["status"] = "incomplete"
+                data["incomplete_details"] = {"reason": "content_filter"}
+                break
+        data["output"] = output
+        return data
+
+
+async def _guard(session: GuardSession, key: Any, text: str, *, egress: bool) -> Channel:
+    ch = session.channel(key)
+    await ch.feed(text)
+    await ch.finish(egress=egress)
+    return ch
+
+
+def _setter(holder: dict[str, Any], key: str) -> Any:
+    def write(new: str) -> None:
+        holder[key] = new
+    return write

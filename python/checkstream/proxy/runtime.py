@@ -1,0 +1,76 @@
+"""Per-tenant serving state: the policy store (hot reload), a Guard per policy version, the
+backend client."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+import checkstream
+from checkstream.engine import Guard
+from checkstream.policy import PolicySet, PolicyStore
+from checkstream.proxy.config import ConfigError, PoliciesConfig
+from checkstream.proxy.metrics import ProxyMetrics
+from checkstream.proxy.tenants import Tenant
+from checkstream.proxy.upstream import Upstream
+
+log = logging.getLogger("checkstream.proxy")
+
+
+def default_policy_paths() -> tuple[Path, ...]:
+    """The shipped default pack: package data in a wheel, ``policies/default`` in a checkout."""
+    pkg = Path(checkstream.__file__).resolve().parent
+    for candidate in (pkg / "policies" / "default", pkg.parents[1] / "policies" / "default"):
+        if candidate.is_dir():
+            return (candidate,)
+    raise ConfigError(
+        "policies.path is not set and the shipped default policy pack was not found "
+        f"(looked in {pkg / 'policies' / 'default'} and {pkg.parents[1] / 'policies/default'})"
+    )
+
+
+def policy_paths(cfg: PoliciesConfig) -> tuple[Path, ...]:
+    return cfg.path or default_policy_paths()
+
+
+class TenantRuntime:
+    def __init__(self, tenant: Tenant, *, registry: Any | None, metrics: ProxyMetrics,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.tenant = tenant
+        self.registry = registry
+        self.metrics = metrics
+        paths = policy_paths(tenant.policies)
+        for p in paths:
+            if not p.exists():
+                raise ConfigError(f"policies.path: {p} does not exist (tenant {tenant.name!r})")
+        self.store = PolicyStore(list(paths), registry=registry,
+                                 on_error=self._on_reload_error, on_swap=self._on_swap)
+        self._guards: dict[str, Guard] = {}
+        self.upstream = Upstream(tenant.backend, transport=transport, metrics=metrics)
+
+    def _on_reload_error(self, exc: Exception) -> None:
+        self.metrics.policy_reloads.labels(tenant=self.tenant.name, outcome="error").inc()
+
+    def _on_swap(self, fresh: PolicySet) -> None:
+        self.metrics.policy_reloads.labels(tenant=self.tenant.name, outcome="swapped").inc()
+
+    def start(self) -> None:
+        p = self.tenant.policies
+        if p.hot_reload:
+            self.store.start(interval_s=p.reload_interval, watch=True)
+
+    def guard(self) -> Guard:
+        """The Guard for the set serving now; a request keeps it for its whole life."""
+        current = self.store.current
+        g = self._guards.get(current.version)
+        if g is None:
+            g = Guard(current, self.registry)
+            self._guards = {current.version: g}  # older Guards live on in their requests
+        return g
+
+    async def aclose(self) -> None:
+        self.store.stop()
+        await self.upstream.aclose()
