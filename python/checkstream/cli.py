@@ -15,6 +15,7 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "checkstream.audit.cli",
     "checkstream.policy.cli",
+    "checkstream.proxy.cli",
 )
 
 

@@ -13,7 +13,7 @@ retried or reported with a status.
 
 from __future__ import annotations
 
-import asyncio
+import collections
 import json
 import logging
 import time
@@ -62,9 +62,14 @@ class ProxyState:
         }
         self.decision_log = decision_log
         self.ready = False
+        # The last decisions by request id, for the demo and for debugging (bounded).
+        self.recent: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
 
     def record(self, session: GuardSession, endpoint: str) -> None:
         m = self.metrics
+        self.recent[session.ctx.request_id] = session.summary()
+        while len(self.recent) > 256:
+            self.recent.popitem(last=False)
         m.decisions.labels(endpoint=endpoint, tenant=session.ctx.tenant,
                            action=session.action).inc()
         for h in session.hits:
@@ -350,11 +355,9 @@ async def _stream_response(state: ProxyState, codec: Codec, session: GuardSessio
         """Client bytes; raises on upstream failure (the caller turns it into an event)."""
         async for chunk in up.chunks():
             for ev in parser.feed(chunk):
-                c0 = time.perf_counter()
                 g0 = session.guard_seconds
                 out = await translator.on_event(ev)
-                m.guard_seconds.observe(session.guard_seconds - g0 if out or True else
-                                        time.perf_counter() - c0)
+                m.guard_seconds.observe(session.guard_seconds - g0)
                 for b in out:
                     yield b
                 if translator.done:
@@ -451,8 +454,6 @@ async def _passthrough_get(state: ProxyState, prefix: str | None, path: str) -> 
     except (UpstreamError, UpstreamStreamError) as exc:
         state.metrics.errors.labels(endpoint="models", kind=exc.kind).inc()
         return _error(_OPENAI, getattr(exc, "status", 502), exc.message, exc.kind)
-    finally:
-        pass
     await up.aclose()
     return Response(text, status=up.status_code,
                     content_type=up.headers.get("content-type", "application/json"))
@@ -503,4 +504,4 @@ async def _embeddings(state: ProxyState, prefix: str | None) -> Response:
     return resp
 
 
-__all__ = ["HEADER_POLICY_VERSION", "HEADER_REQUEST_ID", "ProxyState", "asyncio", "create_app"]
+__all__ = ["HEADER_POLICY_VERSION", "HEADER_REQUEST_ID", "ProxyState", "create_app"]
