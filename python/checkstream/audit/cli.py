@@ -10,6 +10,7 @@ import argparse
 import os
 import secrets
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,8 @@ def add_commands(subparsers: Any) -> None:
     exp = commands.add_parser("export", help="write records as CSV or JSON lines")
     _add_log_arguments(exp)
     exp.add_argument("--format", choices=("csv", "jsonl"), default="csv")
-    exp.add_argument("--since", type=parse_time, help="ISO 8601, inclusive (log time, UTC)")
-    exp.add_argument("--until", type=parse_time, help="ISO 8601, exclusive (log time, UTC)")
+    exp.add_argument("--since", type=_time_arg, help="ISO 8601, inclusive (log time, UTC)")
+    exp.add_argument("--until", type=_time_arg, help="ISO 8601, exclusive (log time, UTC)")
     exp.add_argument("--rule", help="only records where this rule fired")
     exp.add_argument("--regulation", help="only records citing this regulation (substring)")
     exp.add_argument("-o", "--output", type=Path, help="output file (default: stdout)")
@@ -56,6 +57,13 @@ def add_commands(subparsers: Any) -> None:
     )
     keygen.add_argument("--force", action="store_true", help="overwrite existing files")
     keygen.set_defaults(func=_keygen)
+
+
+def _time_arg(text: str) -> datetime:
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_log_arguments(parser: argparse.ArgumentParser) -> None:

@@ -20,11 +20,10 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import IO, Any, Literal
 
 from checkstream.audit.canonical import canonical_json
-from checkstream.audit.verify import expand_paths, iter_lines
+from checkstream.audit.verify import expand_paths, first_seq, iter_lines
 
 __all__ = ["CSV_COLUMNS", "ExportFilter", "export", "iter_entries", "parse_time", "rule_hits"]
 
@@ -39,6 +38,7 @@ CSV_COLUMNS = (
     "endpoint",
     "model",
     "policy_version",
+    "decision",
     "actions",
     "rules",
     "regulations",
@@ -47,7 +47,7 @@ CSV_COLUMNS = (
     "hash",
     "record",
 )
-_CONTEXT_FIELDS = ("request_id", "tenant", "endpoint", "model", "policy_version")
+_CONTEXT_FIELDS = ("request_id", "tenant", "endpoint", "model", "policy_version", "decision")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -109,14 +109,7 @@ def rule_hits(record: Any) -> list[Mapping[str, Any]]:
 def iter_entries(paths: Iterable[str | os.PathLike[str]]) -> Iterator[tuple[bytes, dict[str, Any]]]:
     """Yield ``(line, entry)`` for every entry of the log, in chain order."""
     files = expand_paths(paths)
-    keyed: list[tuple[float, int, Path]] = []
-    for index, file in enumerate(files):
-        first = next(iter_lines(file), None)
-        try:
-            seq = json.loads(first.data)["seq"] if first else None
-        except (ValueError, KeyError, TypeError):
-            seq = None
-        keyed.append((seq if type(seq) is int else float("inf"), index, file))
+    keyed = [(first_seq(file), index, file) for index, file in enumerate(files)]
     for _, _, file in sorted(keyed):
         for line in iter_lines(file):
             if not line.complete:

@@ -13,6 +13,7 @@ the entry it names must have the hash it records.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,7 +25,7 @@ from checkstream.audit.chain import GENESIS_HASH, KIND_RECOVERY, Checker, Entry,
 from checkstream.audit.files import head_path, segment_paths
 from checkstream.audit.keys import VerifyKeyLike, load_hmac_key, load_public_key
 
-__all__ = ["BadRecord", "VerifyResult", "expand_paths", "iter_lines", "verify_log"]
+__all__ = ["BadRecord", "VerifyResult", "expand_paths", "first_seq", "iter_lines", "verify_log"]
 
 PathLike = str | os.PathLike[str]
 
@@ -95,13 +96,20 @@ def expand_paths(paths: Iterable[PathLike]) -> list[Path]:
     return result
 
 
-def _first_seq(path: Path) -> float:
-    try:
-        with path.open("rb") as f:
-            seq = json.loads(f.readline()).get("seq")
-    except (ValueError, UnicodeDecodeError, AttributeError, OSError):
-        return float("inf")
-    return seq if type(seq) is int else float("inf")
+def first_seq(path: Path) -> float:
+    """The ``seq`` of the first entry in ``path`` (``inf`` if none), to put files in chain order.
+
+    A file may start with a torn line (a crash right after a rotation), so the first few lines
+    are tried, not only the first.
+    """
+    for line in itertools.islice(iter_lines(path), 3):
+        try:
+            seq = json.loads(line.data).get("seq")
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            continue
+        if type(seq) is int:
+            return seq
+    return float("inf")
 
 
 class _Fault(Exception):
@@ -121,16 +129,22 @@ class _State:
     recoveries: list[str] = field(default_factory=list)
 
 
+def _span(first: int, last: int) -> str:
+    return f"record seq {first}" if first == last else f"records seq {first}..{last}"
+
+
 def _check_link(state: _State, entry: Entry, at_file_start: bool, previous_file: str) -> str | None:
     last = state.last
     if last is None:
         if entry.seq != 0:
-            return f"the chain starts at seq {entry.seq}: records 0..{entry.seq - 1} are missing"
+            return f"the chain starts at seq {entry.seq}: {_span(0, entry.seq - 1)} missing"
         if entry.prev != GENESIS_HASH:
             return "the first record does not link to the genesis hash"
     elif entry.seq > last.seq + 1:
-        missing = f"{last.seq + 1}" + (f"..{entry.seq - 1}" if entry.seq > last.seq + 2 else "")
-        return f"seq {entry.seq} follows seq {last.seq}: record(s) {missing} deleted"
+        return (
+            f"seq {entry.seq} follows seq {last.seq}: {_span(last.seq + 1, entry.seq - 1)} "
+            "missing (deleted or moved)"
+        )
     elif entry.seq <= last.seq:
         return f"seq {entry.seq} follows seq {last.seq}: records reordered or duplicated"
     elif entry.prev != last.hash:
@@ -221,7 +235,7 @@ def verify_log(
     files = expand_paths(paths)
     if not files:
         raise FileNotFoundError("no log files given")
-    files.sort(key=_first_seq)  # stable: files with no readable first entry stay in given order
+    files.sort(key=first_seq)  # stable: files with no readable first entry stay in given order
     checker = Checker(
         hmac_key=load_hmac_key(hmac_key) if hmac_key is not None else None,
         public_key=load_public_key(public_key) if public_key is not None else None,
