@@ -114,7 +114,15 @@ def plan_redactions(firings: Iterable[Firing], floor: int = 0) -> list[tuple[int
                 taken.append((start, end))
                 out.append((start, end, firing.replacement()))
     out.sort()
-    return out
+    # Adjacent pieces with the same replacement (one rule matching a span twice, by a phrase and
+    # a pattern, say) become one replacement rather than a stutter.
+    merged: list[tuple[int, int, str]] = []
+    for start, end, replacement in out:
+        if merged and merged[-1][1] == start and merged[-1][2] == replacement:
+            merged[-1] = (merged[-1][0], end, replacement)
+        else:
+            merged.append((start, end, replacement))
+    return merged
 
 
 def apply_redactions(text: str, redactions: Sequence[tuple[int, int, str]]) -> str:
