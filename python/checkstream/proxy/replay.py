@@ -489,6 +489,7 @@ class ReplayUpstream:
         self._fault_counts: Counter[str] = Counter()
         self.last_request: dict[str, Any] = {}
         self.last_headers: dict[str, str] = {}
+        self.last_query: dict[str, str] = {}
         self.app = self._build_app()
 
     def add_recording(self, rec: Recording) -> str:
@@ -571,6 +572,12 @@ class ReplayUpstream:
         async def chat() -> Response:
             return await handle("chat")
 
+        @app.post("/openai/deployments/<deployment>/chat/completions")
+        async def azure_chat(deployment: str) -> Response:
+            # Azure OpenAI's deployment URL shape; the api-version query is recorded.
+            self.last_query = dict(request.args)
+            return await handle("chat")
+
         @app.post("/v1/completions")
         async def completions() -> Response:
             return await handle("completions")
@@ -592,6 +599,8 @@ class ReplayUpstream:
         @app.post("/v1/embeddings")
         async def embeddings() -> Response:
             body = await request.get_json(force=True)
+            self.last_request = body
+            self.last_headers = {k.lower(): v for k, v in request.headers.items()}
             inputs = body.get("input")
             items = inputs if isinstance(inputs, list) else [inputs]
             data = [{"object": "embedding", "index": i,

@@ -27,6 +27,7 @@ from checkstream.proxy.sse import SSEEvent, encode_event
 
 DONE = b"data: [DONE]\n\n"
 _TEXT_PARTS = ("text",)
+_EXTRA_TEXT = ("refusal", "reasoning_content", "reasoning")
 
 
 def openai_stream_error(message: str, kind: str) -> bytes:
@@ -40,6 +41,7 @@ class _Choice:
         self.index = index
         self.text = session.channel(("choice", index))
         self.tools: dict[int, Channel] = {}
+        self.extras: dict[str, Channel] = {}
         self.finished = False
 
 
@@ -93,7 +95,23 @@ class ChatTranslator(StreamTranslator):
             return []
         out: list[bytes] = []
         delta = c.get("delta") or {}
-        new: Json = {k: v for k, v in delta.items() if k not in ("content", "tool_calls")}
+        new: Json = {k: v for k, v in delta.items()
+                     if k not in ("content", "tool_calls") and k not in _EXTRA_TEXT}
+        for field in _EXTRA_TEXT:
+            # Model text outside ``content`` (refusals, reasoning) is guarded the same way.
+            value = delta.get(field)
+            if isinstance(value, str) and value:
+                extra = self.session.channel(("choice", st.index, field))
+                st.extras[field] = extra
+                released = await extra.feed(value)
+                if extra.stopped:
+                    st.text.stopped = True
+                    st.text.stop_message = extra.stop_message
+                    return self._stop(st, new)
+                if released:
+                    new[field] = released
+            elif field in delta:
+                new[field] = value
         content = delta.get("content")
         if isinstance(content, str) and content:
             released = await st.text.feed(content)
@@ -141,6 +159,14 @@ class ChatTranslator(StreamTranslator):
             if rest:
                 out.append(self._chunk(st.index, {"tool_calls": [
                     {"index": k, "function": {"arguments": rest}}]}))
+        for field, extra in st.extras.items():
+            rest = await extra.finish(egress=False)
+            if extra.stopped:
+                st.text.stopped = True
+                st.text.stop_message = extra.stop_message
+                return out + self._stop(st, {})
+            if rest:
+                out.append(self._chunk(st.index, {field: rest}))
         rest = await st.text.finish(egress=not st.tools)
         if st.text.stopped:
             return out + self._stop(st, {"content": rest} if rest else {})
@@ -224,6 +250,12 @@ class OpenAIChatCodec(Codec):
                     fn["arguments"] = ch.released
                     if ch.stopped:
                         stopped = ch
+            for field in _EXTRA_TEXT:
+                if isinstance(msg.get(field), str) and msg[field]:
+                    extra = await session.guard_text(("choice", idx, field), msg[field])
+                    msg[field] = extra.released
+                    if extra.stopped:
+                        stopped = extra
             content = msg.get("content")
             if isinstance(content, str):
                 ch = await session.guard_text(("choice", idx), content) if not stopped else None

@@ -43,6 +43,13 @@ _FINAL = ("response.completed", "response.incomplete", "response.failed")
 _INPUT_PARTS = ("input_text", "text", "output_text")
 
 
+def _ids(d: Json) -> Json:
+    """Only the addressing fields of a text event: its other fields may carry raw text
+    (``text``, ``arguments``) or raw tokens (``logprobs``)."""
+    return {k: d[k] for k in ("item_id", "output_index", "content_index", "summary_index")
+            if k in d}
+
+
 def _text_key(d: Json) -> tuple[str, str, int]:
     return ("text", str(d.get("item_id")), int(d.get("content_index") or d.get("summary_index")
                                                or 0))
@@ -78,11 +85,15 @@ class ResponsesTranslator(StreamTranslator):
         self.started = True
         if kind in ("response.created", "response.in_progress"):
             self.response = dict(data.get("response") or {})
-            return [self._forward(data)]
+            self.response["output"] = [self._guarded_item(dict(i))
+                                       for i in self.response.get("output") or []]
+            return [self._forward({**data, "response": self.response})]
         if kind == "response.output_item.added":
-            self.items[int(data.get("output_index") or 0)] = dict(data.get("item") or {})
+            # Copies of model text are only ever rebuilt from released text (none yet here).
+            item = self._guarded_item(dict(data.get("item") or {}))
+            self.items[int(data.get("output_index") or 0)] = item
             self.open_item = int(data.get("output_index") or 0)
-            return [self._forward(data)]
+            return [self._forward({**data, "item": item})]
         if kind in _TEXT_DELTAS:
             ch = self.session.channel(_text_key(data))
             if ch.finished:
@@ -90,7 +101,8 @@ class ResponsesTranslator(StreamTranslator):
             released = await ch.feed(str(data.get("delta") or ""))
             if ch.stopped:
                 return await self._stop(data, ch, released)
-            return [self._forward({**data, "delta": released})] if released else []
+            return [self._forward({**_ids(data), "type": kind, "delta": released,
+                                   "logprobs": []})] if released else []
         if kind in _DONE_FIELD:
             ch = self.session.channel(_text_key(data))
             if ch.finished and not ch.stopped:
@@ -101,28 +113,31 @@ class ResponsesTranslator(StreamTranslator):
             out = []
             if rest:
                 delta_kind = kind.replace(".done", ".delta")
-                out.append(self._forward({**data, "type": delta_kind, "delta": rest}))
-            out.append(self._forward({**data, _DONE_FIELD[kind]: ch.released}))
+                out.append(self._forward({**_ids(data), "type": delta_kind, "delta": rest,
+                                          "logprobs": []}))
+            out.append(self._forward({**_ids(data), "type": kind, _DONE_FIELD[kind]: ch.released,
+                                      "logprobs": []}))
             return out
         if kind == "response.function_call_arguments.delta":
             ch = self.session.channel(("args", str(data.get("item_id"))))
             released = await ch.feed(str(data.get("delta") or ""))
             if ch.stopped:
                 return await self._stop(data, ch, "")
-            return [self._forward({**data, "delta": released})] if released else []
+            return [self._forward({**_ids(data), "type": kind, "delta": released})] \
+                if released else []
         if kind == "response.function_call_arguments.done":
             ch = self.session.channel(("args", str(data.get("item_id"))))
             rest = await ch.finish(egress=False)
             if ch.stopped:
                 return await self._stop(data, ch, "")
-            out = [self._forward({**data, "type": "response.function_call_arguments.delta",
+            out = [self._forward({**_ids(data), "type": "response.function_call_arguments.delta",
                                   "delta": rest})] if rest else []
-            return [*out, self._forward({**data, "arguments": ch.released})]
+            return [*out, self._forward({**_ids(data), "type": kind, "arguments": ch.released})]
         if kind in ("response.content_part.done", "response.content_part.added"):
             part = dict(data.get("part") or {})
-            if kind.endswith(".done"):
-                ch = self.session.channels.get(_text_key(data))
-                field = "refusal" if part.get("type") == "refusal" else "text"
+            ch = self.session.channels.get(_text_key(data))
+            field = "refusal" if part.get("type") == "refusal" else "text"
+            if field in part:
                 part[field] = ch.released if ch is not None else ""
             return [self._forward({**data, "part": part})]
         if kind == "response.output_item.done":
