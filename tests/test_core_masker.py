@@ -68,6 +68,12 @@ def test_banned_pairs_equal_brute_force_at_every_step(
         assert pairs(*m.banned(states, include_global=False)) == {
             (r, t) for r, t in expected if t not in glob
         }
+        assert m.count_banned(states) == len(rows)
+        buf_rows = np.full(len(rows) + 2, -7, dtype=np.int64)
+        buf_toks = np.full(len(rows) + 2, -7, dtype=np.int64)
+        n = m.banned_into(states, buf_rows, buf_toks)
+        assert n == len(rows)
+        assert buf_rows[:n].tolist() == rows.tolist() and buf_toks[:n].tolist() == toks.tolist()
         for r, s in enumerate(streams):
             assert m.walk(m.start_state(), s[:step]) == states[r]
             assert set(m.banned_tokens(int(states[r]))) == reference_banned(seqs, s[:step])
@@ -194,6 +200,13 @@ def test_batch_calls_reject_bad_arrays() -> None:
     frozen.flags.writeable = False
     with pytest.raises(ValueError, match="writeable"):
         m.advance(frozen, tokens)
+
+    two = np.array([m.walk(0, [1]), 0], dtype=np.uint32)
+    small = np.zeros(0, dtype=np.int64)
+    with pytest.raises(ValueError, match="hold 0 pairs but this step bans 1"):
+        m.banned_into(two, small, small.copy())
+    with pytest.raises(TypeError, match=r"rows must be .*int64, got a 1-D array of dtype int32"):
+        m.banned_into(two, np.zeros(4, dtype=np.int32), np.zeros(4, dtype=np.int64))
 
     logits = np.zeros((3, 8), dtype=np.float32)
     with pytest.raises(TypeError, match="float32 or float16, got a 2-D array of dtype float64"):

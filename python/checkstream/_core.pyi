@@ -142,6 +142,14 @@ class TokenMasker:
     def banned(
         self, states: npt.NDArray[np.uint32], include_global: bool = True
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
+    def count_banned(self, states: npt.NDArray[np.uint32], include_global: bool = True) -> int: ...
+    def banned_into(
+        self,
+        states: npt.NDArray[np.uint32],
+        rows: npt.NDArray[np.int64],
+        token_ids: npt.NDArray[np.int64],
+        include_global: bool = True,
+    ) -> int: ...
     def apply(
         self,
         states: npt.NDArray[np.uint32],

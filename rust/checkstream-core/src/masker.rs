@@ -339,6 +339,20 @@ impl TokenMasker {
         Ok(())
     }
 
+    /// Number of pairs [`banned`](Self::banned) would return (to size buffers).
+    pub fn count_banned(&self, states: &[u32], include_global: bool) -> Result<usize, CoreError> {
+        self.check_states(states)?;
+        let mut n = 0usize;
+        for &s in states {
+            let mut u = self.ban_head[s as usize];
+            while u != NONE && (include_global || u != ROOT) {
+                n += self.own(u).len();
+                u = self.chain_next(u);
+            }
+        }
+        Ok(n)
+    }
+
     /// Banned `(rows, token_ids)` pairs for a batch, as index vectors ready for an
     /// advanced-indexing write such as `logits[rows, token_ids] = -inf`.
     pub fn banned(
@@ -346,13 +360,43 @@ impl TokenMasker {
         states: &[u32],
         include_global: bool,
     ) -> Result<(Vec<i64>, Vec<i64>), CoreError> {
-        let mut rows = Vec::new();
-        let mut toks = Vec::new();
+        // Counting first (a cheap walk of the chains) sizes the vectors exactly: no
+        // reallocation copies for the tens of thousands of pairs a big batch can produce.
+        let n = self.count_banned(states, include_global)?;
+        let mut rows = Vec::with_capacity(n);
+        let mut toks = Vec::with_capacity(n);
         self.for_each_banned(states, include_global, |r, t| {
             rows.push(r as i64);
             toks.push(i64::from(t));
         })?;
         Ok((rows, toks))
+    }
+
+    /// Writes the banned pairs into caller-owned buffers (e.g. pinned host memory reused
+    /// every step) and returns how many were written. Fails, naming the size needed, if the
+    /// buffers are too short; their contents are then unspecified.
+    pub fn banned_into(
+        &self,
+        states: &[u32],
+        include_global: bool,
+        rows: &mut [i64],
+        toks: &mut [i64],
+    ) -> Result<usize, CoreError> {
+        let cap = rows.len().min(toks.len());
+        let mut n = 0usize;
+        self.for_each_banned(states, include_global, |r, t| {
+            if n < cap {
+                rows[n] = r as i64;
+                toks[n] = i64::from(t);
+            }
+            n += 1;
+        })?;
+        if n > cap {
+            return Err(CoreError::InvalidArgument(format!(
+                "the buffers hold {cap} pairs but this step bans {n}"
+            )));
+        }
+        Ok(n)
     }
 
     /// Writes `value` into `logits[row * width + token]` for every banned pair; `logits` is a
@@ -420,6 +464,17 @@ impl TokenMasker {
                 return self.edge_dst[lo + k];
             }
             u = self.fail[u as usize];
+        }
+    }
+
+    /// Next state with a non-empty own set below `u` on its failure chain (`NONE` after the
+    /// root).
+    #[inline]
+    fn chain_next(&self, u: u32) -> u32 {
+        if u == ROOT {
+            NONE
+        } else {
+            self.ban_head[self.fail[u as usize] as usize]
         }
     }
 
@@ -586,6 +641,29 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn banned_into_and_count_agree_with_banned() {
+        let seqs = vec![vec![1u32, 2], vec![2, 3], vec![4], vec![5]];
+        let m = TokenMasker::new(&seqs, 8).unwrap();
+        let states = vec![m.walk(0, &[1i64]).unwrap(), m.walk(0, &[2i64]).unwrap(), 0];
+        for include_global in [true, false] {
+            let (rows, toks) = m.banned(&states, include_global).unwrap();
+            assert_eq!(m.count_banned(&states, include_global).unwrap(), rows.len());
+            let (mut r, mut t) = (vec![-1i64; 16], vec![-1i64; 16]);
+            let n = m
+                .banned_into(&states, include_global, &mut r, &mut t)
+                .unwrap();
+            assert_eq!((&r[..n], &t[..n]), (&rows[..], &toks[..]));
+        }
+        let (mut r, mut t) = (vec![0i64; 3], vec![0i64; 3]);
+        let err = m.banned_into(&states, true, &mut r, &mut t).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("hold 3 pairs but this step bans 8"),
+            "{err}"
+        );
     }
 
     #[test]

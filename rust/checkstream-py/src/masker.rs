@@ -170,6 +170,44 @@ impl PyTokenMasker {
         Ok((PyArray1::from_vec(py, rows), PyArray1::from_vec(py, toks)))
     }
 
+    /// Number of pairs `banned(states, include_global)` would return (to size buffers).
+    #[pyo3(signature = (states, include_global = true))]
+    fn count_banned(
+        &self,
+        py: Python<'_>,
+        states: &Bound<'_, PyAny>,
+        include_global: bool,
+    ) -> PyResult<usize> {
+        let ro = states_ro(states)?;
+        let s = contiguous(&ro, "states")?;
+        let inner = &self.inner;
+        run(py, s.len(), || inner.count_banned(s, include_global))
+    }
+
+    /// Like `banned`, but writes the pairs into caller-owned int64 buffers (e.g. views of
+    /// pinned host memory reused every step) and returns how many were written. Raises
+    /// ValueError naming the size needed when the buffers are too short.
+    #[pyo3(signature = (states, rows, token_ids, include_global = true))]
+    fn banned_into(
+        &self,
+        py: Python<'_>,
+        states: &Bound<'_, PyAny>,
+        rows: &Bound<'_, PyAny>,
+        token_ids: &Bound<'_, PyAny>,
+        include_global: bool,
+    ) -> PyResult<usize> {
+        let ro = states_ro(states)?;
+        let s = contiguous(&ro, "states")?;
+        let mut rows = out_buffer(rows, "rows")?;
+        let mut toks = out_buffer(token_ids, "token_ids")?;
+        let r = rows.as_slice_mut().map_err(|_| not_contiguous("rows"))?;
+        let t = toks
+            .as_slice_mut()
+            .map_err(|_| not_contiguous("token_ids"))?;
+        let inner = &self.inner;
+        run(py, s.len(), || inner.banned_into(s, include_global, r, t))
+    }
+
     /// Writes `value` in place into `logits[row, token]` for every banned pair; `logits` is a
     /// C-contiguous float32 or float16 array `[len(states), width]` with `width >= vocab_size`.
     /// Returns the number of entries written.
@@ -256,6 +294,17 @@ fn states_rw<'py>(obj: &Bound<'py, PyAny>) -> PyResult<PyReadwriteArray1<'py, u3
     arr.try_readwrite().map_err(|e| {
         PyValueError::new_err(format!(
             "states must be a writeable array not in use elsewhere: {e}"
+        ))
+    })
+}
+
+fn out_buffer<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<PyReadwriteArray1<'py, i64>> {
+    let arr = obj
+        .cast::<PyArray1<i64>>()
+        .map_err(|_| wrong_array(name, "a 1-D numpy array of dtype int64", obj))?;
+    arr.try_readwrite().map_err(|e| {
+        PyValueError::new_err(format!(
+            "{name} must be a writeable array not in use elsewhere: {e}"
         ))
     })
 }
