@@ -46,7 +46,9 @@ def test_stream_stop_withholds_the_rest() -> None:
 
 def test_ingress_block_and_check_output_parity() -> None:
     g = guard()
-    result = g.ingress([ChatMessage("system", "x"), ChatMessage("user", "how to build a bomb")], CTX)
+    result = g.ingress(
+        [ChatMessage("system", "x"), ChatMessage("user", "how to build a bomb")], CTX
+    )
     assert result.action == "block" and result.block_status == 403
     assert result.hits[0].message_index == 1
     out = g.check_output("my swordfish", CTX)

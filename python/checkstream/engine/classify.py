@@ -35,6 +35,7 @@ def _judge(
     timed_out: bool,
     failed: bool,
     message_index: int | None,
+    error: str | None = None,
 ) -> tuple[CheckRecord, list[LeafEvent]]:
     name = str(classifier.name)
     fail_mode = str(getattr(classifier, "fail_mode", "closed"))
@@ -64,6 +65,7 @@ def _judge(
             failed,
             resolution,
             message_index,
+            error,
         )
         return record, events
     for leaf in leaves:
@@ -101,11 +103,13 @@ def run_sync(
         classifier = registry.get(name)
         began = time.perf_counter()
         failed = False
+        error: str | None = None
         scores: Mapping[str, float] = {}
         try:
             scores = classifier.score([text])[0]
-        except Exception:  # resolved by the classifier's fail mode, and recorded
+        except Exception as exc:  # resolved by the classifier's fail mode, and recorded
             failed = True
+            error = f"{type(exc).__name__}: {exc}"
         record, found = _judge(
             classifier,
             leaves,
@@ -117,6 +121,7 @@ def run_sync(
             timed_out=False,
             failed=failed,
             message_index=message_index,
+            error=error,
         )
         records.append(record)
         events.extend(found)
@@ -136,23 +141,25 @@ async def run_async(
     names = list(groups)
     classifiers = [registry.get(name) for name in names]
 
-    async def one(classifier: Any) -> tuple[Mapping[str, float], bool, bool, float]:
+    async def one(classifier: Any) -> tuple[Mapping[str, float], bool, bool, float, str | None]:
         began = time.perf_counter()
         try:
             result = await classifier.ascore(text)
-        except Exception:
-            return {}, False, True, (time.perf_counter() - began) * 1000
+        except Exception as exc:  # ascore should not raise; if it does, it is a failure too
+            elapsed = (time.perf_counter() - began) * 1000
+            return {}, False, True, elapsed, f"{type(exc).__name__}: {exc}"
         return (
             result.scores,
             bool(result.timed_out),
             bool(result.failed),
-            float(getattr(result, "latency_ms", (time.perf_counter() - began) * 1000)),
+            float(result.latency_ms),
+            getattr(result, "error", None),
         )
 
     results = await asyncio.gather(*(one(c) for c in classifiers))
     records: list[CheckRecord] = []
     events: list[LeafEvent] = []
-    for name, classifier, (scores, timed_out, failed, latency) in zip(
+    for name, classifier, (scores, timed_out, failed, latency, error) in zip(
         names, classifiers, results, strict=True
     ):
         record, found = _judge(
@@ -166,6 +173,7 @@ async def run_async(
             timed_out=timed_out,
             failed=failed,
             message_index=message_index,
+            error=error,
         )
         records.append(record)
         events.extend(found)

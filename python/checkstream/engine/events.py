@@ -88,9 +88,15 @@ def order_firings(firings: list[Firing]) -> list[Firing]:
     return sorted(firings, key=lambda f: (-f.rule.priority, f.rule.order, f.start or 0))
 
 
-def plan_redactions(firings: Iterable[Firing], floor: int = 0) -> list[tuple[int, int, str]]:
-    """Non-overlapping redactions, higher-priority rules first; text below ``floor`` is gone."""
-    taken: list[tuple[int, int]] = []
+def plan_redactions(
+    firings: Iterable[Firing], floor: int = 0, done: Iterable[tuple[int, int]] = ()
+) -> list[tuple[int, int, str]]:
+    """Non-overlapping redactions, higher-priority rules first.
+
+    Text below ``floor`` is already released; ``done`` spans were redacted by earlier steps of the
+    same stream and are not redacted again.
+    """
+    taken: list[tuple[int, int]] = list(done)
     out: list[tuple[int, int, str]] = []
     for firing in order_firings(list(firings)):
         if firing.rule.mode != "enforce" or firing.rule.action("redact") is None:

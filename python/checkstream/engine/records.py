@@ -58,13 +58,20 @@ def build_record(
         rules += [_hit(h, index) for h in stream.hits]
         scores += [_check(c, index) for c in stream.checks]
         stopped = stopped or stream.stopped
-        entry: dict[str, Any] = {"index": index, "stopped": stream.stopped,
-                                 "classifier_checks": len(stream.checks)}
+        entry: dict[str, Any] = {
+            "index": index,
+            "stopped": stream.stopped,
+            "classifier_checks": len(stream.checks),
+        }
         if isinstance(stream, StreamGuard):
             policy_version = policy_version or stream.policy_version
-            entry.update(tokens=stream.tokens, released_chars=stream.released_chars,
-                         holdback=stream.holdback, check_interval=stream.check_interval,
-                         window=stream.window)
+            entry.update(
+                tokens=stream.tokens,
+                released_chars=stream.released_chars,
+                holdback=stream.holdback,
+                check_interval=stream.check_interval,
+                window=stream.window,
+            )
         coverage_streams.append(entry)
     if egress is not None:
         rules += [_hit(h, None) for h in egress.hits]

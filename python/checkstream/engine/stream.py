@@ -39,11 +39,13 @@ from checkstream.engine.types import (
 from checkstream.policy.models import AdaptDecodingAction, Phase
 from checkstream.policy.policyset import (
     ClassifierLeaf,
+    ContextLeaf,
+    Node,
     PatternLeaf,
     PhraseLeaf,
     PiiLeaf,
     holds,
-    positive_leaves,
+    leaves_of,
 )
 
 if TYPE_CHECKING:
@@ -96,7 +98,7 @@ class StreamGuard:
         self._buffer = HoldbackBuffer(holdback, pset.matcher if self._phrase_ids else None)
         self._external_hold = bool(self._patterns or self._pii or self._classifiers)
         # Rules with no content leaf that could fire them (context only) are judged once, up front.
-        self._context_rules = [r for r in self._rules if not positive_leaves(r.trigger)]
+        self._context_rules = [r for r in self._rules if not _has_content(r.trigger)]
         self._fired_leaves: set[int] = set()
         self._fired_rules: set[tuple[str, str]] = set()
         self._text = ""  # the stream's text from absolute offset _text_start on
@@ -115,6 +117,7 @@ class StreamGuard:
         self.released_chars = 0
         self.tokens = 0
         self._step_checks: list[CheckRecord] = []
+        self._redacted: list[tuple[int, int]] = []  # spans redacted and not yet released
 
     # ---- public API
 
@@ -230,7 +233,7 @@ class StreamGuard:
                 key = (rule.policy, rule.name)
                 if (
                     key not in self._fired_rules
-                    and rule.positive
+                    and _has_content(rule.trigger)
                     and not any(f.rule is rule for f in firings)
                     and holds(rule.trigger, self._fired_leaves, self.ctx)
                 ):
@@ -259,8 +262,10 @@ class StreamGuard:
             self.stop_message = getattr(action, "message", None)
         else:
             floor = int(self._buffer.released_chars)
-            for start, end, replacement in plan_redactions(enforced, floor):
+            self._redacted = [(s, e) for s, e in self._redacted if e > floor]
+            for start, end, replacement in plan_redactions(enforced, floor, self._redacted):
                 self._buffer.redact(start, end, replacement)
+                self._redacted.append((start, end))
         for firing in enforced:
             adapt = firing.rule.action("adapt_decoding")
             if isinstance(adapt, AdaptDecodingAction):
@@ -293,6 +298,10 @@ class StreamGuard:
         if keep - self._text_start > 4096:
             self._text = self._text[keep - self._text_start :]
             self._text_start = keep
+
+
+def _has_content(node: Node) -> bool:
+    return any(not isinstance(leaf, ContextLeaf) for leaf in leaves_of(node))
 
 
 def _empty(stopped: bool, message: str | None) -> StreamStep:

@@ -62,6 +62,7 @@ class CheckRecord:
     failed: bool = False
     resolution: Literal["scored", "fail_open", "fail_closed"] = "scored"
     message_index: int | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,6 +119,7 @@ def run_case(guard: Guard, case: Case, *, chunks: Sequence[str] | None = None) -
     c = case.context
     ctx = RequestContext(f"case:{case.name}", c.tenant, c.endpoint, c.model, dict(c.metadata))
     text: str | None
+    decision: str
     if case.phase == "ingress":
         messages = (
             [ChatMessage(m.role, m.content) for m in case.messages]

@@ -107,6 +107,7 @@ def _explain(args: argparse.Namespace) -> int:
         return _err(exc)
     ctx = RequestContext("explain", args.tenant, args.endpoint, args.model, metadata)
     text: str = args.text
+    verdict: str
     if args.phase == "ingress":
         ing = guard.ingress([ChatMessage("user", text)], ctx)
         hits, verdict, result = ing.hits, ing.action, ing.messages[0].content

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 Phase = Literal["ingress", "midstream", "egress"]
 Mode = Literal["enforce", "shadow"]
@@ -254,7 +254,21 @@ ACTION_PHASES: dict[str, frozenset[str]] = {
     "notify": frozenset(PHASES),
 }
 # The action a hit is reported under when a rule has several: the one with the biggest effect.
-ACTION_RANK = {name: rank for rank, name in enumerate(ACTION_KINDS)}
+ACTION_RANK = {
+    name: rank
+    for rank, name in enumerate(
+        (
+            "stop",
+            "redact",
+            "add_system_prompt",
+            "inject_disclaimer",
+            "adapt_decoding",
+            "notify",
+            "audit",
+            "log",
+        )
+    )
+}
 
 
 def _expand_action(item: Any) -> Any:
@@ -284,14 +298,7 @@ class Rule(_Model):
         None  # ingress: which message roles the rule reads (default all)
     )
     trigger: Trigger
-    actions: tuple[Action, ...] = Field(min_length=1)
-
-    @field_validator("actions", mode="before")
-    @classmethod
-    def _expand(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            return [_expand_action(item) for item in value]
-        return value
+    actions: tuple[Annotated[Action, BeforeValidator(_expand_action)], ...] = Field(min_length=1)
 
 
 class Defaults(_Model):

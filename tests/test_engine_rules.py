@@ -1,0 +1,338 @@
+"""Every trigger and action, composition, priority, shadow mode and classifier fail modes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pytest
+
+from checkstream.classifiers.base import Classifier
+from checkstream.classifiers.registry import ClassifierRegistry
+from checkstream.classifiers.rules import PatternClassifier
+from checkstream.engine import ChatMessage, Guard, RequestContext
+from checkstream.policy.loader import load_policy_text
+
+CTX = RequestContext("req-9", "acme", "/v1/chat/completions", "gpt-x", {"segment": "retail"})
+
+
+@dataclass
+class Broken(Classifier):
+    """A classifier whose model fails on every call."""
+
+    kind: str = "test-broken"
+
+    def score(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        raise RuntimeError("model crashed")
+
+
+@dataclass
+class Slow(Classifier):
+    """A classifier slower than its timeout."""
+
+    kind: str = "test-slow"
+
+    @property
+    def offload(self) -> bool:  # runs on a worker thread, like an ONNX model
+        return True
+
+    def score(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        time.sleep(0.2)
+        return [dict.fromkeys(self.labels, 0.0) for _ in texts]
+
+
+def registry() -> ClassifierRegistry:
+    tox = PatternClassifier(
+        name="toxicity",
+        labels=("toxic",),
+        version="p1",
+        threshold=0.5,
+        patterns={"toxic": ("idiot", "moron")},
+    )
+    broken_closed = Broken(name="broken_closed", labels=("bad",), version="b1", fail_mode="closed")
+    broken_open = Broken(name="broken_open", labels=("bad",), version="b2", fail_mode="open")
+    slow = Slow(
+        name="slow_closed", labels=("bad",), version="s1", fail_mode="closed", timeout_ms=20
+    )
+    return ClassifierRegistry({c.name: c for c in (tox, broken_closed, broken_open, slow)}, {})
+
+
+def guard(rules: str, *, leet: bool = False) -> Guard:
+    text = f"name: t\nversion: '1'\ndefaults: {{leetspeak: {str(leet).lower()}}}\nrules:\n{rules}"
+    reg = registry()
+    return Guard(load_policy_text(text, registry=reg), reg)
+
+
+def out(g: Guard, text: str, ctx: RequestContext = CTX) -> tuple[str, bool, list[str]]:
+    result = g.check_output(text, ctx)
+    return result.text, result.stopped, [f"{h.rule}:{h.mode}" for h in result.hits]
+
+
+# --------------------------------------------------------------------------- triggers
+
+
+def test_phrases_whole_word_and_substring() -> None:
+    g = guard("""
+  - {name: ww, trigger: {phrases: [kill]}, actions: [redact]}
+  - {name: sub, trigger: {phrases: {terms: [foo], whole_word: false}}, actions: [redact]}
+""")
+    assert out(g, "skills kill")[0] == "skills [REDACTED]"
+    assert out(g, "seafood football")[0] == "sea[REDACTED]d [REDACTED]tball"
+
+
+def test_pattern_trigger() -> None:
+    g = guard(
+        "  - {name: p, trigger: {pattern: {regex: 'order\\s+#\\d+', ignore_case: true}}, "
+        "actions: [{redact: {replacement: '<order>'}}]}\n"
+    )
+    assert out(g, "see ORDER  #1234 and order #9.")[0] == "see <order> and <order>."
+
+
+def test_pii_trigger_uses_entity_placeholders() -> None:
+    g = guard("  - {name: pii, trigger: {pii: [EMAIL, PHONE]}, actions: [redact]}\n")
+    text, _, hits = out(g, "mail a.b@example.org, call 020 7946 0958, card 4111 1111 1111 1111")
+    assert text == "mail [EMAIL], call [PHONE], card 4111 1111 1111 1111"
+    assert hits == ["pii:enforce", "pii:enforce"]
+
+
+def test_classifier_trigger_with_threshold_and_score() -> None:
+    g = guard(
+        "  - {name: tox, trigger: {classifier: {name: toxicity, label: toxic}}, actions: [stop]}\n"
+    )
+    result = g.check_output("you idiot", CTX)
+    assert result.stopped and result.hits[0].score == 1.0
+    assert result.checks[0].classifier == "toxicity" and result.checks[0].scores == {"toxic": 1.0}
+    assert not g.check_output("you genius", CTX).stopped
+
+
+def test_context_trigger_globs_and_metadata() -> None:
+    g = guard("""
+  - name: ctx
+    trigger:
+      all:
+        - context: {tenant: [ac*], model: gpt-*, metadata: {segment: retail}}
+        - phrases: [secret]
+    actions: [redact]
+""")
+    assert out(g, "a secret")[0] == "a [REDACTED]"
+    other = RequestContext("r", "acme", "/v1", "gpt-x", {"segment": "pro"})
+    assert out(g, "a secret", other)[0] == "a secret"
+    missing = RequestContext("r", "acme", "/v1", "gpt-x", {})
+    assert out(g, "a secret", missing)[0] == "a secret"
+
+
+def test_context_only_rule_fires_once_at_stream_start() -> None:
+    g = guard(
+        "  - {name: c, phases: [midstream], trigger: {context: {tenant: acme}}, "
+        "actions: [{adapt_decoding: {temperature: 0.2, top_p: 0.5}}]}\n"
+    )
+    sg = g.stream(CTX)
+    first = sg.feed("hello")
+    assert first.decoding is not None and first.decoding.temperature == 0.2
+    assert [h.rule for h in first.hits] == ["c"]
+    assert sg.feed(" world").hits == []
+
+
+def test_composition_all_any_not() -> None:
+    g = guard("""
+  - name: combo
+    trigger:
+      all:
+        - any: [{phrases: [alpha]}, {pattern: 'beta\\d'}]
+        - not: {phrases: [safeword]}
+    actions: [redact]
+""")
+    assert out(g, "alpha and beta7")[0] == "[REDACTED] and [REDACTED]"
+    assert out(g, "safeword then alpha")[0] == "safeword then alpha"
+    assert out(g, "gamma")[0] == "gamma"
+
+
+def test_not_alone_is_judged_at_end_of_text() -> None:
+    g = guard(
+        "  - {name: missing-sig, phases: [midstream], trigger: {not: {phrases: [regards]}}, "
+        "actions: [{audit: {category: style}}]}\n"
+    )
+    assert out(g, "hello there") == ("hello there", False, ["missing-sig:enforce"])
+    assert out(g, "kind regards") == ("kind regards", False, [])
+
+
+# --------------------------------------------------------------------------- actions
+
+
+def test_ingress_actions_block_modify_system_prompt_and_roles() -> None:
+    g = guard("""
+  - name: block
+    phases: [ingress]
+    roles: [user]
+    trigger: {phrases: [forbidden]}
+    actions: [{stop: {message: no way, status: 403}}]
+  - name: hint
+    phases: [ingress]
+    trigger: {phrases: [pension]}
+    actions: [{add_system_prompt: {text: be careful}}]
+  - name: scrub
+    phases: [ingress]
+    trigger: {pii: [EMAIL]}
+    actions: [redact]
+""")
+    ok = g.ingress(
+        [
+            ChatMessage("system", "forbidden words are fine here"),
+            ChatMessage("user", "my pension, x@y.com"),
+        ],
+        CTX,
+    )
+    assert ok.action == "modify" and ok.system_additions == ["be careful"]
+    assert ok.messages[1].content == "my pension, [EMAIL]"
+    assert ok.messages[0].content == "forbidden words are fine here"  # roles: [user] only
+    blocked = g.ingress([ChatMessage("user", "something forbidden")], CTX)
+    assert (blocked.action, blocked.block_status, blocked.block_message) == ("block", 403, "no way")
+    assert g.ingress([ChatMessage("user", "hello")], CTX).action == "pass"
+
+
+def test_egress_disclaimers_prepend_and_append_once() -> None:
+    g = guard("""
+  - {name: a, trigger: {phrases: [invest]}, actions: [{inject_disclaimer: {text: Risk.}}]}
+  - name: p
+    trigger: {phrases: [crypto]}
+    actions: [{inject_disclaimer: {text: Warning., position: prepend}}]
+""")
+    res = g.egress("invest invest in crypto", CTX)
+    assert (res.prepend, res.append) == ("Warning.\n\n", "\n\nRisk.")
+    assert [h.rule for h in res.hits] == ["a", "a", "p"]
+    assert g.egress("nothing", CTX).append == ""
+
+
+def test_log_and_audit_actions(caplog: pytest.LogCaptureFixture) -> None:
+    g = guard(
+        "  - {name: l, trigger: {phrases: [beep]}, actions: [{log: {level: error}}, "
+        "{audit: {category: c, severity: high}}]}\n"
+    )
+    with caplog.at_level(logging.INFO, logger="checkstream.engine"):
+        text, stopped, hits = out(g, "beep")
+    assert (text, stopped, hits) == ("beep", False, ["l:enforce"])
+    assert any(r.levelno == logging.ERROR and "t/l fired" in r.getMessage() for r in caplog.records)
+    assert g.check_output("beep", CTX).hits[0].action == "audit"
+
+
+def test_adapt_decoding_takes_the_most_conservative() -> None:
+    g = guard("""
+  - name: a
+    trigger: {phrases: [risky]}
+    actions: [{adapt_decoding: {temperature: 0.5}}]
+  - name: b
+    trigger: {phrases: [risky]}
+    actions: [{adapt_decoding: {temperature: 0.3, top_p: 0.8}}]
+""")
+    sg = g.stream(CTX, holdback=0)
+    step = sg.feed("this is risky ")
+    assert step.decoding is not None
+    assert (step.decoding.temperature, step.decoding.top_p) == (0.3, 0.8)
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+def test_priority_decides_overlapping_redactions_and_stop_messages() -> None:
+    g = guard("""
+  - name: low
+    priority: 1
+    trigger: {phrases: [credit card number]}
+    actions: [{redact: {replacement: '<low>'}}]
+  - name: high
+    priority: 9
+    trigger: {phrases: [card]}
+    actions: [{redact: {replacement: '<high>'}}]
+""")
+    assert out(g, "my credit card number")[0] == "my <low><high><low>"
+    g = guard("""
+  - {name: s1, priority: 1, trigger: {phrases: [x]}, actions: [{stop: {message: one}}]}
+  - {name: s2, priority: 5, trigger: {phrases: [x]}, actions: [{stop: {message: two}}]}
+  - {name: r, priority: 99, trigger: {phrases: [x]}, actions: [redact]}
+""")
+    result = g.check_output("a x b", CTX)
+    assert result.stopped and result.stop_message == "two"  # a stop wins, highest stop's message
+    assert [h.rule for h in result.hits] == ["r", "s2", "s1"]  # every fired rule, priority order
+
+
+def test_shadow_rules_are_recorded_never_acted_on() -> None:
+    g = guard("""
+  - {name: s, mode: shadow, trigger: {phrases: [bomb]}, actions: [stop]}
+  - {name: r, mode: shadow, trigger: {phrases: [card]}, actions: [redact]}
+""")
+    result = g.check_output("bomb card", CTX)
+    assert (result.text, result.stopped) == ("bomb card", False)
+    assert [(h.rule, h.mode, h.start, h.end) for h in result.hits] == [
+        ("s", "shadow", 0, 4),
+        ("r", "shadow", 5, 9),
+    ]
+    ing = g.ingress([ChatMessage("user", "bomb")], CTX)
+    assert ing.action == "pass" and ing.hits[0].mode == "shadow"
+
+
+def test_file_defaults_apply_mode() -> None:
+    text = (
+        "name: t\nversion: '1'\ndefaults: {mode: shadow}\nrules:\n"
+        "  - {name: r, trigger: {phrases: [x]}, actions: [stop]}\n"
+        "  - {name: e, mode: enforce, trigger: {phrases: [y]}, actions: [stop]}\n"
+    )
+    g = Guard(load_policy_text(text))
+    assert not g.check_output("x", CTX).stopped
+    assert g.check_output("y", CTX).stopped
+
+
+# --------------------------------------------------------------------------- fail modes
+
+
+def test_classifier_errors_resolve_by_fail_mode_sync() -> None:
+    g = guard("""
+  - name: c
+    phases: [midstream]
+    trigger: {classifier: {name: broken_closed, label: bad}}
+    actions: [stop]
+  - name: o
+    phases: [midstream]
+    trigger: {classifier: {name: broken_open, label: bad}}
+    actions: [stop]
+""")
+    result = g.check_output("anything", CTX)
+    assert result.stopped and [h.rule for h in result.hits] == ["c"]
+    assert "fail mode closed" in result.hits[0].detail and result.hits[0].score is None
+    by_name = {c.classifier: c for c in result.checks}
+    assert by_name["broken_closed"].resolution == "fail_closed" and by_name["broken_closed"].failed
+    assert by_name["broken_open"].resolution == "fail_open"
+    assert by_name["broken_open"].error == "RuntimeError: model crashed"
+
+
+def test_classifier_timeout_resolves_by_fail_mode_async() -> None:
+    g = guard(
+        "  - {name: t, phases: [midstream], trigger: {classifier: {name: slow_closed, "
+        "label: bad}}, actions: [stop]}\n"
+    )
+
+    async def run() -> tuple[bool, list[str], bool]:
+        sg = g.stream(CTX, check_interval=2, window=4)
+        for delta in ["a", "b"]:
+            step = await sg.afeed(delta)
+        return step.stopped, [c.resolution for c in step.checks], step.checks[0].timed_out
+
+    assert asyncio.run(run()) == (True, ["fail_closed"], True)
+
+
+def test_classifier_windows_cover_every_delta_before_release() -> None:
+    g = guard(
+        "  - {name: tox, trigger: {classifier: {name: toxicity, label: toxic}}, actions: [stop]}\n"
+    )
+    # check_interval larger than holdback: the guard must still hold unchecked text back.
+    sg = g.stream(CTX, holdback=1, check_interval=4, window=8)
+    released = ""
+    for delta in ["you ", "are ", "an ", "idiot ", "really"]:
+        step = sg.feed(delta)
+        released += step.text
+        if step.stopped:
+            break
+    assert sg.stopped and "idiot" not in released
+    assert [(c.start, c.end) for c in sg.checks] == [(0, 17)]
