@@ -69,7 +69,46 @@ _ENCODER = json.JSONEncoder(
 )
 
 
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+
+
+def _plain(value: Any) -> bool:
+    """True when every container is a dict/list/tuple, every key a str, every leaf a JSON scalar.
+
+    The encoder already rejects NaN, infinities and foreign objects; this cheap pass covers what it
+    would accept silently (non-str keys). Anything unusual sends the caller to the full check.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            if not all(map(_is_str, item)):
+                return False
+            children: Any = item.values()
+        elif kind is list or kind is tuple:
+            children = item
+        else:
+            return kind in _LEAVES
+        for child in children:
+            child_kind = type(child)
+            if child_kind is dict or child_kind is list or child_kind is tuple:
+                stack.append(child)
+            elif child_kind not in _LEAVES:
+                return False
+    return True
+
+
+_is_str = str.__instancecheck__
+
+
 def canonical_json(value: Any) -> bytes:
     """Return the canonical JSON bytes of ``value``; raise :class:`CanonicalError` if none."""
-    _check(value, "$")
-    return _ENCODER.encode(value).encode("utf-8")
+    try:
+        data = _ENCODER.encode(value).encode("utf-8")
+    except (TypeError, ValueError) as exc:  # NaN, a foreign object, a lone surrogate, ...
+        _check(value, "$")  # names the place
+        raise CanonicalError("$", str(exc)) from None
+    if not _plain(value):
+        _check(value, "$")  # slow path: subclasses, other Mappings, or a non-str key
+    return data

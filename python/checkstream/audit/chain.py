@@ -62,12 +62,6 @@ class EntryError(ValueError):
     """One line of the log is not a valid, intact entry; the message says why."""
 
 
-def _join(fields: dict[str, bytes]) -> bytes:
-    # Same bytes as canonical_json() of the decoded values: keys sorted, no whitespace. Building
-    # the line from already-canonical parts avoids serialising the record a second time.
-    return b"{" + b",".join(b'"' + k.encode() + b'":' + fields[k] for k in sorted(fields)) + b"}"
-
-
 class Sealer:
     """Turns records into sealed lines, with an optional HMAC key and/or Ed25519 signing key."""
 
@@ -87,26 +81,35 @@ class Sealer:
     def seal(self, *, kind: str, seq: int, prev: str, ts: str, record: bytes) -> tuple[bytes, str]:
         """Return ``(line, hash)``: the entry's canonical JSON plus newline, and its hash.
 
-        ``record`` must already be canonical JSON (from :func:`canonical_json`).
+        ``record`` must already be canonical JSON (from :func:`canonical_json`); ``kind``,
+        ``prev`` and ``ts`` must need no JSON escaping (they are names, hex and ISO times).
         """
-        fields = {
-            "auth": self._auth_bytes,
-            "kind": b'"' + kind.encode() + b'"',
-            "prev": b'"' + prev.encode() + b'"',
-            "record": record,
-            "seq": str(seq).encode(),
-            "ts": b'"' + ts.encode() + b'"',
-            "v": b"%d" % FORMAT_VERSION,
-        }
-        digest = hashlib.sha256(_join(fields)).digest()
+        # The line is assembled from already-canonical parts in sorted key order, the same bytes
+        # canonical_json() would give for the decoded entry (tests check this), without
+        # serialising the record a second time.
+        auth, kind_b, prev_b, ts_b = self._auth_bytes, kind.encode(), prev.encode(), ts.encode()
+        body = b'{"auth":%s,"kind":"%s","prev":"%s","record":%s,"seq":%d,"ts":"%s","v":%d}' % (
+            auth,
+            kind_b,
+            prev_b,
+            record,
+            seq,
+            ts_b,
+            FORMAT_VERSION,
+        )
+        digest = hashlib.sha256(body).digest()
         digest_hex = digest.hex()
-        fields["hash"] = b'"' + digest_hex.encode() + b'"'
+        mac = b""
         if self._hmac_key is not None:
-            mac = hmac.new(self._hmac_key, digest, hashlib.sha256).hexdigest()
-            fields["mac"] = b'"' + mac.encode() + b'"'
+            mac = b',"mac":"%s"' % hmac.digest(self._hmac_key, digest, "sha256").hex().encode()
+        sig = b""
         if self._signing_key is not None:
-            fields["sig"] = b'"' + self._signing_key.sign(digest).hex().encode() + b'"'
-        return _join(fields) + b"\n", digest_hex
+            sig = b',"sig":"%s"' % self._signing_key.sign(digest).hex().encode()
+        line = (
+            b'{"auth":%s,"hash":"%s","kind":"%s"%s,"prev":"%s","record":%s,"seq":%d%s,"ts":"%s",'
+            b'"v":%d}\n'
+        ) % (auth, digest_hex.encode(), kind_b, mac, prev_b, record, seq, sig, ts_b, FORMAT_VERSION)
+        return line, digest_hex
 
     def seal_head(self, *, seq: int, hash: str, file: str, ts: str) -> bytes:
         """Return the head file's content: the last sealed (seq, hash), sealed like an entry."""
@@ -229,7 +232,7 @@ class Checker:
                 raise EntryError("no HMAC, but the verifier was given an HMAC key")
             if auth[_AUTH_HMAC] != self._hmac_kid:
                 raise EntryError(f"sealed with another HMAC key (key id {auth[_AUTH_HMAC]})")
-            mac = hmac.new(self._hmac_key, digest, hashlib.sha256).hexdigest()
+            mac = hmac.digest(self._hmac_key, digest, "sha256").hex()
             if not isinstance(obj["mac"], str) or not hmac.compare_digest(mac, obj["mac"]):
                 raise EntryError("bad HMAC")
         if self._public_key is not None:
