@@ -1,0 +1,131 @@
+"""The ``Classifier`` interface every kind implements, and the result of one async check."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from checkstream.classifiers.batching import MicroBatcher
+
+FailMode = Literal["open", "closed"]
+
+
+class ClassifierError(ValueError):
+    """A classifier could not be configured, loaded or run (message names which and why)."""
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """One check's outcome as the engine records it.
+
+    When the check timed out or failed, ``scores`` holds the fail mode's verdict for every label:
+    1.0 for ``closed`` (treat as flagged), 0.0 for ``open`` (let through), so a caller that only
+    reads scores still honours the declared fail mode; ``timed_out``/``failed`` say it happened.
+    """
+
+    scores: dict[str, float]
+    timed_out: bool
+    failed: bool
+    fail_mode: FailMode
+    model_version: str
+    latency_ms: float
+    error: str | None = None
+
+
+@dataclass
+class Classifier(abc.ABC):
+    """A named, versioned scorer of texts. ``score`` is sync and batched; ``ascore`` is async
+    and micro-batched across concurrent callers (one model run per event-loop tick)."""
+
+    name: str
+    labels: tuple[str, ...]
+    version: str
+    threshold: float = 0.5
+    timeout_ms: float = 50.0
+    fail_mode: FailMode = "open"
+    kind: str = "onnx"
+    max_batch: int = 64
+    _batchers: dict[int, MicroBatcher] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def provider(self) -> str:
+        """The execution provider really in use (pure-Python kinds report ``"python"``)."""
+        return "python"
+
+    @property
+    def offload(self) -> bool:
+        """Whether a batch runs on a worker thread (ONNX) or inline on the loop (pure Python)."""
+        return False
+
+    @abc.abstractmethod
+    def score(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        """Scores per label in [0, 1] for each text, in order."""
+
+    def flagged(self, scores: dict[str, float]) -> bool:
+        return any(value >= self.threshold for value in scores.values())
+
+    def _fail_scores(self) -> dict[str, float]:
+        value = 1.0 if self.fail_mode == "closed" else 0.0
+        return dict.fromkeys(self.labels, value)
+
+    def _batcher(self) -> MicroBatcher:
+        loop = asyncio.get_running_loop()
+        batcher = self._batchers.get(id(loop))
+        if batcher is None or batcher.loop is not loop:
+            batcher = MicroBatcher(self.score, loop, max_batch=self.max_batch, offload=self.offload)
+            self._batchers[id(loop)] = batcher
+        return batcher
+
+    async def ascore(self, text: str) -> ScoreResult:
+        """Score one text, batched with every other pending call on this classifier.
+
+        Never raises for a slow or broken model: a timeout or error resolves by ``fail_mode``
+        and is reported in the result.
+        """
+        start = time.perf_counter()
+        if not isinstance(text, str):
+            raise TypeError(f"classifier {self.name!r}: ascore expects str, got {type(text)}")
+        future = self._batcher().submit(text)
+        try:
+            scores = await asyncio.wait_for(asyncio.shield(future), self.timeout_ms / 1000.0)
+        except TimeoutError:
+            future.cancel()  # not yet run: the batcher drops it
+            return self._failed(start, timed_out=True, error=f"timeout after {self.timeout_ms} ms")
+        except Exception as exc:  # the model's failure becomes a recorded fail-mode decision
+            return self._failed(start, timed_out=False, error=f"{type(exc).__name__}: {exc}")
+        return ScoreResult(
+            scores=scores,
+            timed_out=False,
+            failed=False,
+            fail_mode=self.fail_mode,
+            model_version=self.version,
+            latency_ms=(time.perf_counter() - start) * 1000.0,
+        )
+
+    def _failed(self, start: float, *, timed_out: bool, error: str) -> ScoreResult:
+        return ScoreResult(
+            scores=self._fail_scores(),
+            timed_out=timed_out,
+            failed=not timed_out,
+            fail_mode=self.fail_mode,
+            model_version=self.version,
+            latency_ms=(time.perf_counter() - start) * 1000.0,
+            error=error,
+        )
+
+    def describe(self) -> dict[str, object]:
+        """What a startup log or ``/health/ready`` shows about this classifier."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "labels": list(self.labels),
+            "version": self.version,
+            "provider": self.provider,
+            "threshold": self.threshold,
+            "timeout_ms": self.timeout_ms,
+            "fail_mode": self.fail_mode,
+        }

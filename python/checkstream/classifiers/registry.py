@@ -1,0 +1,290 @@
+"""The classifier registry: ``classifiers.yaml`` parsed into loaded, versioned classifiers.
+
+Every problem is a load error naming the file, the classifier and the field: an unknown kind,
+a missing model file, a model without the configured output, a bad regex, a CUDA device that
+did not load, a duplicate name or alias. Nothing degrades to a no-op scorer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import regex
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from checkstream.classifiers.base import Classifier, ClassifierError
+from checkstream.classifiers.onnx_text import (
+    OnnxClassifier,
+    OnnxStringClassifier,
+    OnnxTokenClassifier,
+    content_hash,
+)
+from checkstream.classifiers.pii import PII_ENTITY_TYPES
+from checkstream.classifiers.rules import PatternClassifier, PiiClassifier
+from checkstream.classifiers.sessions import DeviceUnavailableError
+
+log = logging.getLogger("checkstream.classifiers")
+
+DEFAULT_CONFIG = Path(__file__).with_name("classifiers.yaml")
+
+
+class _Common(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    labels: tuple[str, ...] | None = None
+    threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    timeout_ms: Annotated[float, Field(gt=0.0)] = 50.0
+    fail_mode: Literal["open", "closed"] = "open"
+    aliases: tuple[str, ...] = ()
+    max_batch: Annotated[int, Field(ge=1, le=4096)] = 64
+    description: str = ""
+
+
+class OnnxSpec(_Common):
+    kind: Literal["onnx"]
+    model: str
+    input: Literal["tokens", "string"] = "tokens"
+    tokenizer: str | None = None
+    output: str
+    output_index: Mapping[str, int]
+    postprocess: Literal["none", "sigmoid", "softmax"] = "none"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: Annotated[int, Field(ge=1, le=64)] = 1
+    max_tokens: Annotated[int, Field(ge=1, le=8192)] = 256
+    add_special_tokens: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> OnnxSpec:
+        if self.input == "tokens" and not self.tokenizer:
+            raise ValueError("input 'tokens' needs a 'tokenizer' path")
+        if self.input == "string" and self.tokenizer:
+            raise ValueError("input 'string' takes no 'tokenizer'")
+        if not self.output_index:
+            raise ValueError("output_index must map at least one label to an output column")
+        return self
+
+
+class PiiSpec(_Common):
+    kind: Literal["pii"]
+    entities: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> PiiSpec:
+        unknown = set(self.entities or ()) - PII_ENTITY_TYPES
+        if unknown:
+            raise ValueError(f"unknown PII entities {sorted(unknown)}")
+        return self
+
+
+class PatternSpec(_Common):
+    kind: Literal["pattern"]
+    patterns: Mapping[str, tuple[str, ...]]
+
+
+Spec = Annotated[OnnxSpec | PiiSpec | PatternSpec, Field(discriminator="kind")]
+
+
+class RegistryFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: Literal[1] = 1
+    classifiers: dict[str, Spec]
+
+
+class ClassifierRegistry:
+    """Immutable name -> classifier map; aliases resolve to the same object."""
+
+    def __init__(self, classifiers: Mapping[str, Classifier], aliases: Mapping[str, str]) -> None:
+        self._classifiers = dict(classifiers)
+        self._aliases = dict(aliases)
+
+    def names(self) -> frozenset[str]:
+        """Every name a policy may reference: canonical names and aliases."""
+        return frozenset(self._classifiers) | frozenset(self._aliases)
+
+    def canonical(self, name: str) -> str:
+        return self._aliases.get(name, name)
+
+    def get(self, name: str) -> Classifier:
+        """The classifier called ``name`` (or aliased so); ``KeyError`` names the known ones.
+
+        There is deliberately no default: an unknown name is a configuration error, never a
+        scorer that returns 0.0.
+        """
+        canonical = self._aliases.get(name, name)
+        try:
+            return self._classifiers[canonical]
+        except KeyError:
+            raise KeyError(
+                f"unknown classifier {name!r}; known classifiers: {sorted(self.names())}"
+            ) from None
+
+    def __getitem__(self, name: str) -> Classifier:
+        return self.get(name)
+
+    def __iter__(self) -> Iterator[str]:
+        """Canonical names (aliases excluded)."""
+        return iter(self._classifiers)
+
+    def __len__(self) -> int:
+        return len(self._classifiers)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self.names()
+
+    def describe(self) -> list[dict[str, object]]:
+        """One entry per classifier (provider really in use, version, ...) plus its aliases."""
+        out = []
+        for name, clf in sorted(self._classifiers.items()):
+            entry = clf.describe()
+            entry["aliases"] = sorted(a for a, c in self._aliases.items() if c == name)
+            out.append(entry)
+        return out
+
+    def providers(self) -> dict[str, str]:
+        return {name: clf.provider for name, clf in self._classifiers.items()}
+
+
+def _resolve(base: Path, rel: str, what: str, where: str) -> Path:
+    path = (base / rel).resolve() if not Path(rel).is_absolute() else Path(rel)
+    if not path.is_file():
+        raise ClassifierError(f"{where}: {what} file not found: {path}")
+    return path
+
+
+def _build(name: str, spec: Spec, base: Path, where: str) -> Classifier:
+    common: dict[str, Any] = {
+        "name": name,
+        "threshold": spec.threshold,
+        "timeout_ms": spec.timeout_ms,
+        "fail_mode": spec.fail_mode,
+        "max_batch": spec.max_batch,
+    }
+    # The version covers what changes scores (artifacts, labels, columns, post-processing), not
+    # decision settings such as the threshold, which the policy version already covers.
+    settings = spec.model_dump_json(
+        exclude={
+            "aliases", "description", "threshold", "timeout_ms", "fail_mode", "max_batch",
+            "model", "tokenizer",
+            "device", "threads",
+        }
+    ).encode()  # fmt: skip
+    if isinstance(spec, OnnxSpec):
+        labels = spec.labels or tuple(spec.output_index)
+        if set(labels) != set(spec.output_index):
+            raise ClassifierError(f"{where}: labels {labels} differ from output_index keys")
+        model = _resolve(base, spec.model, "model", where)
+        parts = [model.read_bytes()]
+        extra: dict[str, Any] = {}
+        cls: type[OnnxClassifier] = OnnxStringClassifier
+        if spec.input == "tokens":
+            assert spec.tokenizer is not None
+            tok = _resolve(base, spec.tokenizer, "tokenizer", where)
+            parts.append(tok.read_bytes())
+            extra = {
+                "tokenizer_path": tok,
+                "max_tokens": spec.max_tokens,
+                "add_special_tokens": spec.add_special_tokens,
+            }
+            cls = OnnxTokenClassifier
+        clf: Classifier = cls(
+            labels=labels,
+            version=content_hash(*parts, settings),
+            kind="onnx",
+            model_path=model,
+            output=spec.output,
+            output_index=tuple(spec.output_index[label] for label in labels),
+            postprocess=spec.postprocess,
+            device=spec.device,
+            threads=spec.threads,
+            **extra,
+            **common,
+        )
+        try:
+            clf.load()  # type: ignore[attr-defined]
+        except DeviceUnavailableError as exc:
+            raise ClassifierError(f"{where}: {exc}") from exc
+        except ClassifierError as exc:
+            raise ClassifierError(f"{where}: {exc}") from exc
+        return clf
+    if isinstance(spec, PiiSpec):
+        labels = spec.labels or tuple(sorted(spec.entities or PII_ENTITY_TYPES))
+        unknown = set(labels) - PII_ENTITY_TYPES
+        if unknown:
+            raise ClassifierError(f"{where}: PII labels must be entity types, not {unknown}")
+        source = b"".join(
+            p.read_bytes() for p in sorted((Path(__file__).parent / "pii").glob("*.py"))
+        )
+        return PiiClassifier(labels=labels, version=content_hash(source, settings), **common)
+    labels = spec.labels or tuple(spec.patterns)
+    if set(labels) != set(spec.patterns):
+        raise ClassifierError(f"{where}: labels {labels} differ from the pattern labels")
+    for label, pats in spec.patterns.items():
+        for pat in pats:
+            try:
+                regex.compile(pat)
+            except regex.error as exc:
+                raise ClassifierError(f"{where}: bad regex for {label!r}: {pat!r}: {exc}") from exc
+    return PatternClassifier(
+        labels=labels,
+        version=content_hash(settings),
+        patterns={k: tuple(v) for k, v in spec.patterns.items()},
+        **common,
+    )
+
+
+def _line_of(text: str, name: str) -> int | None:
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if line.strip().startswith(f"{name}:"):
+            return lineno
+    return None
+
+
+def load_registry(path: str | Path | None = None) -> ClassifierRegistry:
+    """Load ``classifiers.yaml`` (None: the defaults shipped in the wheel)."""
+    file = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ClassifierError(f"{file}: cannot read classifier config: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ClassifierError(f"{file}: invalid YAML: {exc}") from exc
+    try:
+        parsed = RegistryFile.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = list(first["loc"])
+        hint = ""
+        if len(loc) >= 2 and loc[0] == "classifiers":
+            line = _line_of(text, str(loc[1]))
+            hint = f" (line {line})" if line else ""
+        fields = ".".join(str(p) for p in loc)
+        raise ClassifierError(f"{file}{hint}: {fields}: {first['msg']}") from exc
+
+    classifiers: dict[str, Classifier] = {}
+    aliases: dict[str, str] = {}
+    for name, spec in parsed.classifiers.items():
+        line = _line_of(text, name)
+        where = f"{file}" + (f" line {line}" if line else "") + f" classifier {name!r}"
+        classifiers[name] = _build(name, spec, file.parent, where)
+        for alias in spec.aliases:
+            if alias in parsed.classifiers or alias in aliases:
+                raise ClassifierError(f"{where}: alias {alias!r} is already a name or alias")
+            aliases[alias] = name
+    registry = ClassifierRegistry(classifiers, aliases)
+    for entry in registry.describe():
+        log.info(
+            "classifier %s kind=%s version=%s provider=%s aliases=%s",
+            entry["name"], entry["kind"], entry["version"], entry["provider"], entry["aliases"],
+        )  # fmt: skip
+    return registry
+
+
+def config_hash(path: str | Path | None = None) -> str:
+    file = Path(path) if path is not None else DEFAULT_CONFIG
+    return "sha256:" + hashlib.sha256(file.read_bytes()).hexdigest()[:16]
