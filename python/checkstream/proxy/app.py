@@ -30,7 +30,7 @@ from checkstream.engine import ChatMessage, RequestContext
 from checkstream.proxy.codecs import CODECS, Codec, UpstreamProtocolError
 from checkstream.proxy.codecs.base import decision_comment
 from checkstream.proxy.codecs.openai_chat import OpenAIChatCodec
-from checkstream.proxy.config import ProxyConfig
+from checkstream.proxy.config import ConfigError, ProxyConfig
 from checkstream.proxy.guarding import GuardSession
 from checkstream.proxy.metrics import ProxyMetrics
 from checkstream.proxy.runtime import TenantRuntime
@@ -100,6 +100,7 @@ def create_app(config: ProxyConfig, *, registry: Any | None = None,
         from checkstream.audit import DecisionLog
 
         decision_log = DecisionLog(config.telemetry.decision_log)
+    registry = _checked_registry(config, registry)
     state = ProxyState(config, registry=registry, decision_log=decision_log, transport=transport)
     app = Quart("checkstream.proxy")
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
@@ -180,6 +181,26 @@ def create_app(config: ProxyConfig, *, registry: Any | None = None,
     app.add_url_rule("/v1/embeddings", "embeddings", embeddings, methods=["POST"])
     app.add_url_rule("/<prefix>/v1/embeddings", "embeddings_t", embeddings, methods=["POST"])
     return app
+
+
+def _checked_registry(config: ProxyConfig, registry: Any | None) -> Any | None:
+    """Classifier names in ``guardrails`` must exist: an unknown name is a start-up error,
+    never a check that silently scores nothing. The policies decide when each one runs."""
+    g = config.guardrails
+    listed = [("ingress", n) for n in g.ingress.classifiers] + [
+        ("midstream", n) for n in g.midstream.classifiers]
+    if not listed:
+        return registry
+    if registry is None:
+        from checkstream.classifiers.registry import load_registry
+
+        registry = load_registry()
+    known = registry.names()
+    for phase, name in listed:
+        if name not in known:
+            raise ConfigError(f"guardrails.{phase}.classifiers: unknown classifier {name!r}; "
+                              f"the registry has {', '.join(sorted(known))}")
+    return registry
 
 
 def _codec_for_path(path: str) -> Codec:
