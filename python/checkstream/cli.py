@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 COMMAND_MODULES: tuple[str, ...] = (
     "checkstream.audit.cli",
+    "checkstream.classifiers.cli",
     "checkstream.policy.cli",
     "checkstream.proxy.cli",
 )
