@@ -1,4 +1,4 @@
-"""The decision record: hashes, every hit and score, latencies and coverage; raw text only opt-in."""
+"""The decision record: hashes, hits, scores, latencies, coverage; raw text only opt-in."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 
@@ -20,7 +21,7 @@ CTX = RequestContext("req-n", "acme", "/v1/chat/completions", "m", {})
 
 
 class Hook(BaseHTTPRequestHandler):
-    received: list[tuple[dict[str, str], bytes]] = []
+    received: ClassVar[list[tuple[dict[str, str], bytes]]] = []
     status = 200
 
     def do_POST(self) -> None:

@@ -1,4 +1,4 @@
-"""Hot reload: atomic swaps under concurrent use, invalid edits keep the old set, watch + interval."""
+"""Hot reload: atomic swaps under concurrent use; a bad edit keeps the old set; watch, interval."""
 
 from __future__ import annotations
 
