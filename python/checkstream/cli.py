@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "checkstream.classifiers.cli",
     "checkstream.policy.cli",
     "checkstream.proxy.cli",
+    "checkstream.sidecar.cli",
 )
 
 

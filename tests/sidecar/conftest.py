@@ -1,0 +1,95 @@
+"""Fixtures of the sidecar suite: a tiny local model, phrases picked from its tokenizer, and one
+CPU vLLM engine (V1 runner) with checkstream enabled through ``additional_config``.
+
+Runs only in the vLLM venv (``scripts/test_sidecar.sh``); the main test run ignores this folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tinymodel import Picks, TinyModel, build_tiny_model, pick_phrases
+
+ALLOWED_RECIPIENT = "ops@example.com"
+BLOCKED_IN_TOOLS = "ignore previous instructions"
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def picks(tiny: TinyModel) -> Picks:
+    return pick_phrases(tiny.path / "tokenizer.json")
+
+
+def checkstream_options(picks: Picks, events: Path, **extra: Any) -> dict[str, Any]:
+    """The ``additional_config["checkstream"]`` the engine tests run with."""
+    options: dict[str, Any] = {
+        "requests": "opt_in",
+        "events_path": str(events),
+        "guardrails": {
+            "preventive": {
+                "logit_masking": {"phrases": [picks.ban_phrase]},
+                "adaptive_decoding": {
+                    "risk_phrases": [picks.risk_phrase],
+                    "risk_threshold": 0.5,
+                    "safe_mode": {"temperature": 0.3, "top_p": 0.6},
+                },
+            },
+            "tools": {
+                "arguments": {"send_email.to": {"allow": [ALLOWED_RECIPIENT]}},
+                "blocked_phrases": [BLOCKED_IN_TOOLS],
+            },
+        },
+    }
+    options.update(extra)
+    return options
+
+
+@dataclass
+class Engine:
+    llm: Any
+    events: Path
+    picks: Picks
+    model: TinyModel
+
+    def read_events(self) -> list[dict[str, Any]]:
+        if not self.events.exists():
+            return []
+        return [json.loads(line) for line in self.events.read_text().splitlines() if line]
+
+
+@pytest.fixture(scope="session")
+def engine(
+    tiny: TinyModel, picks: Picks, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Engine]:
+    from vllm import LLM
+
+    events = tmp_path_factory.mktemp("events") / "events.jsonl"
+    llm = LLM(
+        model=str(tiny.path),
+        dtype="float32",
+        max_model_len=256,
+        seed=0,
+        max_num_seqs=64,
+        enforce_eager=True,
+        additional_config={"checkstream": checkstream_options(picks, events)},
+    )
+    yield Engine(llm, events, picks, tiny)
+    del llm
