@@ -204,8 +204,11 @@ def test_reopening_with_other_keys_is_refused(tmp_path: Path) -> None:
 def test_both_hmac_and_signature(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
     key = Ed25519PrivateKey.generate()
+    tricky = {"note": ',"mac":"00","sig":"11","hash":"22"', "auth": {"hash": "x"}, "v": 2}
     with DecisionLog(path, hmac_key=HMAC_KEY, signing_key=key) as log:
         log.append({"a": 1})
+        log.append(tricky)
+    assert _entries(path)[1]["record"] == tricky
     entry = _entries(path)[0]
     assert set(entry["auth"]) == {"hmac-sha256", "ed25519"} and "mac" in entry and "sig" in entry
     assert verify_log([path], hmac_key=HMAC_KEY, public_key=key.public_key()).ok

@@ -18,7 +18,7 @@ from typing import Any
 
 from checkstream.audit.errors import CanonicalError
 
-__all__ = ["CanonicalError", "canonical_json"]
+__all__ = ["CanonicalError", "canonical_json", "canonical_json_parsed"]
 
 
 def _check(value: Any, path: str) -> None:
@@ -112,3 +112,11 @@ def canonical_json(value: Any) -> bytes:
     if not _plain(value):
         _check(value, "$")  # slow path: subclasses, other Mappings, or a non-str key
     return data
+
+
+def canonical_json_parsed(value: Any) -> bytes:
+    """Canonical bytes of a value fresh from ``json.loads`` (its keys are all str already).
+
+    Raises ``ValueError`` for NaN or infinities, which ``json.loads`` accepts.
+    """
+    return _ENCODER.encode(value).encode("utf-8")

@@ -33,7 +33,7 @@ from typing import Any, Final
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from checkstream.audit.canonical import canonical_json
+from checkstream.audit.canonical import canonical_json, canonical_json_parsed
 from checkstream.audit.errors import CanonicalError
 from checkstream.audit.keys import hmac_key_id, public_key_id
 
@@ -60,6 +60,39 @@ _BODY_KEYS = frozenset({"auth", "kind", "prev", "record", "seq", "ts", "v"})
 
 class EntryError(ValueError):
     """One line of the log is not a valid, intact entry; the message says why."""
+
+
+_enc = canonical_json_parsed
+
+
+def _body_of(line: bytes, obj: dict[str, Any]) -> bytes:
+    """The hashed body of a canonical line: the line without its hash, mac and sig fields.
+
+    Cutting the three fields out at positions computed from the parsed values (and checked byte
+    for byte) saves serialising the record again; any surprise falls back to re-encoding.
+    """
+    start = len(b'{"auth":') + len(_enc(obj["auth"]))
+    hash_field = b',"hash":' + _enc(obj["hash"])
+    parts = [line[:start]]
+    pos = start + len(hash_field)
+    ok = line[start:pos] == hash_field
+    if ok and "mac" in obj:
+        mac_at = pos + len(b',"kind":' + _enc(obj["kind"]))
+        mac_field = b',"mac":' + _enc(obj["mac"])
+        ok = line[mac_at : mac_at + len(mac_field)] == mac_field
+        parts.append(line[pos:mac_at])
+        pos = mac_at + len(mac_field)
+    if ok and "sig" in obj:
+        tail = b',"ts":' + _enc(obj["ts"]) + b',"v":' + _enc(obj["v"]) + b"}"
+        sig_field = b',"sig":' + _enc(obj["sig"])
+        sig_at = len(line) - len(tail) - len(sig_field)
+        ok = sig_at >= pos and line[sig_at : sig_at + len(sig_field)] == sig_field
+        parts.append(line[pos:sig_at])
+        pos = sig_at + len(sig_field)
+    if not ok:
+        return _enc({k: v for k, v in obj.items() if k not in _SEAL_KEYS})
+    parts.append(line[pos:])
+    return b"".join(parts)
 
 
 class Sealer:
@@ -174,11 +207,12 @@ class Checker:
         if obj["v"] != FORMAT_VERSION:
             raise EntryError(f"format version {obj['v']!r}, this verifier reads {FORMAT_VERSION}")
         try:
-            if canonical_json(obj) != line:
-                raise EntryError("line is not in canonical form (edited by hand?)")
-            body = canonical_json({k: v for k, v in obj.items() if k not in _SEAL_KEYS})
-        except CanonicalError as exc:
+            canonical = canonical_json_parsed(obj)
+        except ValueError as exc:  # NaN / Infinity literals
             raise EntryError(f"not canonical JSON ({exc})") from None
+        if canonical != line:
+            raise EntryError("line is not in canonical form (edited by hand?)")
+        body = _body_of(line, obj)
         digest = hashlib.sha256(body).digest()
         if not isinstance(obj["hash"], str) or not hmac.compare_digest(digest.hex(), obj["hash"]):
             raise EntryError("hash does not match the content (record modified)")
