@@ -10,21 +10,32 @@
 //! byte) up to [`DFA_MAX_PHRASES`] phrases and its contiguous NFA above that, where the DFA's
 //! memory (states x byte classes) stops being worth it.
 //!
+//! # Two automata: word-start walks and a classic scan
+//! Most phrases are whole-word and begin with a word char, so they can only start where a word
+//! starts. Those go into an automaton searched *anchored*: a walk starts at each word start and
+//! dies (dead state) as soon as no phrase has that prefix, usually after a few bytes that sit in
+//! the automaton's hot, shallow states. The unanchored search instead follows failure links
+//! into deep, cold states on every byte; on a 10k-phrase set that cache traffic, not the
+//! instruction count, is what limits throughput (measured: about 2x). Phrases that may start
+//! anywhere (substring mode, or a phrase starting with a non-word char) use the classic
+//! unanchored scan. A stream keeps one `StateID` for the scan and a short list of live walks.
+//!
 //! # What the stream does per character
 //! Text is normalised one code point at a time ([`crate::normalize`]) and the normalised UTF-8
-//! bytes are stepped through the automaton. A ring buffer remembers, for recent normalised byte
+//! bytes are stepped through the automata. A ring buffer remembers, for recent normalised byte
 //! positions, which original char produced them and whether the normalised char before was a
-//! word char; that gives each match its original start offset and its leading word boundary.
-//! A whole-word match whose trailing boundary is still unknown waits in `pending` until the next
-//! normalised char (or the end of the stream) decides it. Matches are emitted sorted by
-//! `(end, start, phrase)`, and only once no undecided match could still sort before them, so that
-//! the concatenation of all `feed` results plus `finish` equals [`PhraseMatcher::find_all`].
+//! word char; that gives each unanchored match its original start offset and its leading word
+//! boundary (a walk carries its own start). A whole-word match whose trailing boundary is still
+//! unknown waits in `pending` until the next normalised char (or the end of the stream) decides
+//! it. Matches are emitted sorted by `(end, start, phrase)`, and only once no undecided match
+//! could still sort before them, so that the concatenation of all `feed` results plus `finish`
+//! equals [`PhraseMatcher::find_all`].
 //!
 //! # `pending`
-//! Each automaton state is a trie node; its depth is the longest suffix of the normalised text
+//! Each unanchored state is a trie node; its depth is the longest suffix of the normalised text
 //! that is a prefix of some phrase. We record the depth of every state at build time (walking
-//! each phrase once), so `pending` (original chars that could still become part of a match) is one
-//! hash lookup plus one ring lookup.
+//! each phrase once). `pending` (original chars that could still become part of a match) is the
+//! distance back to the earliest of: that suffix, a live walk's start, an undecided match.
 
 use std::sync::Arc;
 
@@ -79,10 +90,25 @@ struct PhraseInfo {
     need_end: bool,
 }
 
+/// One compiled automaton over a subset of the phrases.
+#[derive(Debug)]
+struct Part<A> {
+    aut: A,
+    start: StateID,
+    /// Automaton pattern id -> phrase index.
+    phrase: Vec<u32>,
+}
+
 #[derive(Debug)]
 enum Engine {
-    Dfa(DFA),
-    Nfa(NFA),
+    Dfa {
+        scan: Option<Part<DFA>>,
+        walk: Option<Part<DFA>>,
+    },
+    Nfa {
+        scan: Option<Part<NFA>>,
+        walk: Option<Part<NFA>>,
+    },
 }
 
 /// An immutable compiled phrase set. Share it (`Arc`) between any number of streams/threads.
@@ -90,7 +116,6 @@ enum Engine {
 pub struct PhraseMatcher {
     normalizer: Normalizer,
     engine: Engine,
-    start: StateID,
     phrases: Vec<PhraseInfo>,
     normalized: Vec<String>,
     depth: FxHashMap<StateID, u32>,
@@ -117,6 +142,26 @@ impl PhraseMatcher {
         phrases: &[S],
         whole_word: WholeWord<'_>,
         leetspeak: bool,
+    ) -> Result<Self, CoreError> {
+        Self::build(phrases, whole_word, leetspeak, true)
+    }
+
+    /// Like [`PhraseMatcher::new`] but every phrase goes through the unanchored scan (no
+    /// word-start walks). Same results; kept for benchmarks and tests of the two strategies.
+    #[doc(hidden)]
+    pub fn new_scan_only<S: AsRef<str>>(
+        phrases: &[S],
+        whole_word: WholeWord<'_>,
+        leetspeak: bool,
+    ) -> Result<Self, CoreError> {
+        Self::build(phrases, whole_word, leetspeak, false)
+    }
+
+    fn build<S: AsRef<str>>(
+        phrases: &[S],
+        whole_word: WholeWord<'_>,
+        leetspeak: bool,
+        word_start_walks: bool,
     ) -> Result<Self, CoreError> {
         if phrases.is_empty() {
             return Err(CoreError::InvalidPattern("the phrase list is empty".into()));
@@ -181,35 +226,55 @@ impl PhraseMatcher {
             normalized.push(n);
         }
 
+        // Phrases that need a word start go to the anchored walk automaton, the rest to the scan.
+        let (walk_ids, scan_ids): (Vec<usize>, Vec<usize>) =
+            (0..infos.len()).partition(|&i| word_start_walks && infos[i].need_start);
+        let mut depth = FxHashMap::default();
         let engine = if normalized.len() <= DFA_MAX_PHRASES {
-            Engine::Dfa(
-                dfa::Builder::new()
+            let build = |ids: &[usize], kind: StartKind| -> Result<Option<Part<DFA>>, CoreError> {
+                if ids.is_empty() {
+                    return Ok(None);
+                }
+                let aut = dfa::Builder::new()
                     .match_kind(MatchKind::Standard)
-                    .start_kind(StartKind::Unanchored)
+                    .start_kind(kind)
                     .prefilter(false)
                     .byte_classes(true)
-                    .build(&normalized)
-                    .map_err(build_error)?,
-            )
+                    .build(ids.iter().map(|&i| &normalized[i]))
+                    .map_err(build_error)?;
+                part(aut, ids, kind)
+            };
+            Engine::Dfa {
+                scan: build(&scan_ids, StartKind::Unanchored)?,
+                walk: build(&walk_ids, StartKind::Anchored)?,
+            }
         } else {
-            Engine::Nfa(
-                nfa::contiguous::Builder::new()
+            let build = |ids: &[usize], kind: StartKind| -> Result<Option<Part<NFA>>, CoreError> {
+                if ids.is_empty() {
+                    return Ok(None);
+                }
+                let aut = nfa::contiguous::Builder::new()
                     .match_kind(MatchKind::Standard)
                     .prefilter(false)
                     .byte_classes(true)
-                    .build(&normalized)
-                    .map_err(build_error)?,
-            )
+                    .build(ids.iter().map(|&i| &normalized[i]))
+                    .map_err(build_error)?;
+                part(aut, ids, kind)
+            };
+            Engine::Nfa {
+                scan: build(&scan_ids, StartKind::Unanchored)?,
+                walk: build(&walk_ids, StartKind::Anchored)?,
+            }
         };
-        let (start, depth) = match &engine {
-            Engine::Dfa(a) => state_depths(a, &normalized)?,
-            Engine::Nfa(a) => state_depths(a, &normalized)?,
-        };
+        match &engine {
+            Engine::Dfa { scan: Some(p), .. } => state_depths(p, &normalized, &mut depth),
+            Engine::Nfa { scan: Some(p), .. } => state_depths(p, &normalized, &mut depth),
+            _ => {}
+        }
         let max_len = infos.iter().map(|p| p.len).max().unwrap_or(1);
         Ok(Self {
             normalizer,
             engine,
-            start,
             phrases: infos,
             normalized,
             depth,
@@ -239,16 +304,20 @@ impl PhraseMatcher {
     /// "dfa" or "nfa": which automaton was built.
     pub fn engine_kind(&self) -> &'static str {
         match self.engine {
-            Engine::Dfa(_) => "dfa",
-            Engine::Nfa(_) => "nfa",
+            Engine::Dfa { .. } => "dfa",
+            Engine::Nfa { .. } => "nfa",
         }
     }
 
     /// Approximate heap bytes held (automaton, depth table, normalised phrases).
     pub fn memory_usage(&self) -> usize {
+        fn mem<A: Automaton>(p: &Option<Part<A>>) -> usize {
+            p.as_ref()
+                .map_or(0, |p| p.aut.memory_usage() + p.phrase.capacity() * 4)
+        }
         let aut = match &self.engine {
-            Engine::Dfa(a) => a.memory_usage(),
-            Engine::Nfa(a) => a.memory_usage(),
+            Engine::Dfa { scan, walk } => mem(scan) + mem(walk),
+            Engine::Nfa { scan, walk } => mem(scan) + mem(walk),
         };
         let depth = self.depth.capacity() * (std::mem::size_of::<(StateID, u32)>() + 1);
         let phrases = self
@@ -275,31 +344,60 @@ impl PhraseMatcher {
     }
 }
 
-/// Walks every phrase from the start state and records the depth of each trie node.
-fn state_depths<A: Automaton>(
-    aut: &A,
-    phrases: &[String],
-) -> Result<(StateID, FxHashMap<StateID, u32>), CoreError> {
+fn part<A: Automaton>(
+    aut: A,
+    ids: &[usize],
+    kind: StartKind,
+) -> Result<Option<Part<A>>, CoreError> {
+    let anchored = if kind == StartKind::Anchored {
+        Anchored::Yes
+    } else {
+        Anchored::No
+    };
     let start = aut
-        .start_state(Anchored::No)
+        .start_state(anchored)
         .map_err(|e| CoreError::InvalidPattern(format!("automaton has no start state: {e}")))?;
-    let mut depth = FxHashMap::default();
-    depth.insert(start, 0u32);
-    for p in phrases {
-        let mut sid = start;
-        for (i, &b) in p.as_bytes().iter().enumerate() {
-            sid = aut.next_state(Anchored::No, sid, b);
+    Ok(Some(Part {
+        aut,
+        start,
+        phrase: ids.iter().map(|&i| i as u32).collect(),
+    }))
+}
+
+/// Walks every scan phrase from the start state and records the depth of each trie node.
+fn state_depths<A: Automaton>(
+    part: &Part<A>,
+    normalized: &[String],
+    depth: &mut FxHashMap<StateID, u32>,
+) {
+    depth.insert(part.start, 0u32);
+    for &i in &part.phrase {
+        let mut sid = part.start;
+        for (k, &b) in normalized[i as usize].as_bytes().iter().enumerate() {
+            sid = part.aut.next_state(Anchored::No, sid, b);
             let d = depth.entry(sid).or_insert(0);
-            *d = (*d).max(i as u32 + 1);
+            *d = (*d).max(k as u32 + 1);
         }
     }
-    Ok((start, depth))
+}
+
+/// A live anchored walk that began at a word start.
+#[derive(Debug, Clone, Copy)]
+struct Walk {
+    sid: StateID,
+    /// Original char index of the word start.
+    start: usize,
+    /// Normalised byte position of the word start.
+    start_byte: usize,
 }
 
 /// Per-stream state, kept apart from the shared matcher so the two can be borrowed separately.
 #[derive(Debug, Clone)]
 struct Cursor {
+    /// State of the unanchored scan (unused when there is no scan automaton).
     state: StateID,
+    /// Live anchored walks, one per recent word start that is still a phrase prefix.
+    walks: Vec<Walk>,
     byte_pos: usize,
     char_pos: usize,
     /// For normalised byte positions that start a char: `orig_char << 1 | prev_char_is_word`.
@@ -316,8 +414,14 @@ struct Cursor {
 impl Cursor {
     fn new(m: &PhraseMatcher) -> Self {
         let cap = (m.max_len + 1).next_power_of_two().max(16);
+        let state = match &m.engine {
+            Engine::Dfa { scan: Some(p), .. } => p.start,
+            Engine::Nfa { scan: Some(p), .. } => p.start,
+            _ => StateID::ZERO,
+        };
         Self {
-            state: m.start,
+            state,
+            walks: Vec::new(),
             byte_pos: 0,
             char_pos: 0,
             ring: vec![0usize; cap].into_boxed_slice(),
@@ -331,12 +435,18 @@ impl Cursor {
 
     fn feed_str(&mut self, m: &PhraseMatcher, text: &str) {
         match &m.engine {
-            Engine::Dfa(a) => self.feed_with(m, a, text),
-            Engine::Nfa(a) => self.feed_with(m, a, text),
+            Engine::Dfa { scan, walk } => self.feed_with(m, scan.as_ref(), walk.as_ref(), text),
+            Engine::Nfa { scan, walk } => self.feed_with(m, scan.as_ref(), walk.as_ref(), text),
         }
     }
 
-    fn feed_with<A: Automaton>(&mut self, m: &PhraseMatcher, aut: &A, text: &str) {
+    fn feed_with<A: Automaton>(
+        &mut self,
+        m: &PhraseMatcher,
+        scan: Option<&Part<A>>,
+        walk: Option<&Part<A>>,
+        text: &str,
+    ) {
         let table = m.normalizer.ascii_table();
         let bytes = text.as_bytes();
         let mut i = 0;
@@ -346,7 +456,7 @@ impl Cursor {
                 let nb = table[b as usize];
                 let orig = self.char_pos;
                 self.char_pos += 1;
-                self.step(m, aut, &[nb], orig, ASCII_WORD[nb as usize]);
+                self.step(m, scan, walk, &[nb], orig, ASCII_WORD[nb as usize]);
                 i += 1;
                 continue;
             }
@@ -362,7 +472,7 @@ impl Cursor {
             for &nc in &scratch {
                 let mut buf = [0u8; 4];
                 let enc = nc.encode_utf8(&mut buf);
-                self.step(m, aut, enc.as_bytes(), orig, is_word_char(nc));
+                self.step(m, scan, walk, enc.as_bytes(), orig, is_word_char(nc));
             }
             self.scratch = scratch;
         }
@@ -373,7 +483,8 @@ impl Cursor {
     fn step<A: Automaton>(
         &mut self,
         m: &PhraseMatcher,
-        aut: &A,
+        scan: Option<&Part<A>>,
+        walk: Option<&Part<A>>,
         bytes: &[u8],
         orig: usize,
         is_word: bool,
@@ -381,38 +492,111 @@ impl Cursor {
         if !self.pending.is_empty() {
             self.resolve_pending(is_word);
         }
-        self.ring[self.byte_pos & self.mask] = (orig << 1) | usize::from(self.last_word);
-        let mut sid = self.state;
-        for &b in bytes {
-            sid = aut.next_state(Anchored::No, sid, b);
-        }
+        let first = self.byte_pos;
         self.byte_pos += bytes.len();
-        self.state = sid;
-        if aut.is_match(sid) {
-            self.collect(m, aut, sid, orig);
+        if let Some(p) = scan {
+            self.ring[first & self.mask] = (orig << 1) | usize::from(self.last_word);
+            let mut sid = self.state;
+            for &b in bytes {
+                sid = p.aut.next_state(Anchored::No, sid, b);
+            }
+            self.state = sid;
+            if p.aut.is_match(sid) {
+                self.collect_scan(m, p, sid, orig);
+            }
+        }
+        if let Some(p) = walk {
+            if is_word && !self.last_word {
+                self.walks.push(Walk {
+                    sid: p.start,
+                    start: orig,
+                    start_byte: first,
+                });
+            }
+            if !self.walks.is_empty() {
+                self.step_walks(m, p, bytes, orig);
+            }
         }
         self.last_word = is_word;
     }
 
+    fn step_walks<A: Automaton>(
+        &mut self,
+        m: &PhraseMatcher,
+        p: &Part<A>,
+        bytes: &[u8],
+        orig: usize,
+    ) {
+        let mut k = 0;
+        while k < self.walks.len() {
+            let mut sid = self.walks[k].sid;
+            for &b in bytes {
+                sid = p.aut.next_state(Anchored::Yes, sid, b);
+            }
+            if p.aut.is_dead(sid) {
+                self.walks.swap_remove(k);
+                continue;
+            }
+            self.walks[k].sid = sid;
+            if p.aut.is_match(sid) {
+                let w = self.walks[k];
+                self.collect_walk(m, p, sid, w, orig);
+            }
+            k += 1;
+        }
+    }
+
     #[cold]
-    fn collect<A: Automaton>(&mut self, m: &PhraseMatcher, aut: &A, sid: StateID, orig: usize) {
-        for k in 0..aut.match_len(sid) {
-            let pid = aut.match_pattern(sid, k).as_usize();
+    fn collect_walk<A: Automaton>(
+        &mut self,
+        m: &PhraseMatcher,
+        p: &Part<A>,
+        sid: StateID,
+        w: Walk,
+        orig: usize,
+    ) {
+        let walked = self.byte_pos - w.start_byte;
+        for k in 0..p.aut.match_len(sid) {
+            let pid = p.phrase[p.aut.match_pattern(sid, k).as_usize()] as usize;
+            let info = m.phrases[pid];
+            // Only phrases that start at the walk's word start (not shorter suffixes).
+            if info.len != walked {
+                continue;
+            }
+            self.decided_or_pending(info, w.start, orig, pid);
+        }
+    }
+
+    #[cold]
+    fn collect_scan<A: Automaton>(
+        &mut self,
+        m: &PhraseMatcher,
+        p: &Part<A>,
+        sid: StateID,
+        orig: usize,
+    ) {
+        for k in 0..p.aut.match_len(sid) {
+            let pid = p.phrase[p.aut.match_pattern(sid, k).as_usize()] as usize;
             let info = m.phrases[pid];
             let entry = self.ring[(self.byte_pos - info.len) & self.mask];
             if info.need_start && entry & 1 == 1 {
                 continue;
             }
-            let found = Match {
-                end: orig + 1,
-                start: entry >> 1,
-                phrase: pid,
-            };
-            if info.need_end {
-                self.pending.push(found);
-            } else {
-                self.ready.push(found);
-            }
+            self.decided_or_pending(info, entry >> 1, orig, pid);
+        }
+    }
+
+    #[inline]
+    fn decided_or_pending(&mut self, info: PhraseInfo, start: usize, orig: usize, pid: usize) {
+        let found = Match {
+            end: orig + 1,
+            start,
+            phrase: pid,
+        };
+        if info.need_end {
+            self.pending.push(found);
+        } else {
+            self.ready.push(found);
         }
     }
 
@@ -439,20 +623,29 @@ impl Cursor {
 
     fn finish(&mut self, out: &mut Vec<Match>) {
         self.resolve_pending(false);
+        self.walks.clear();
         self.take_ready(out);
     }
 
     fn pending_chars(&self, m: &PhraseMatcher) -> usize {
-        let depth = m
-            .depth
-            .get(&self.state)
-            .map_or(m.max_len, |&d| d as usize)
-            .min(self.byte_pos);
-        if depth == 0 {
-            return 0;
+        let mut earliest = self.char_pos;
+        if !m.depth.is_empty() {
+            let depth = m
+                .depth
+                .get(&self.state)
+                .map_or(m.max_len, |&d| d as usize)
+                .min(self.byte_pos);
+            if depth > 0 {
+                earliest = earliest.min(self.ring[(self.byte_pos - depth) & self.mask] >> 1);
+            }
         }
-        let entry = self.ring[(self.byte_pos - depth) & self.mask];
-        self.char_pos.saturating_sub(entry >> 1)
+        for w in &self.walks {
+            earliest = earliest.min(w.start);
+        }
+        for p in &self.pending {
+            earliest = earliest.min(p.start);
+        }
+        self.char_pos - earliest
     }
 }
 
@@ -693,6 +886,17 @@ mod tests {
         s.feed_bytes(b"\xa9 x").unwrap();
         assert_eq!(tuples(&s.finish().unwrap()), vec![(0, 4, 5)]);
         assert!(s.feed("more").is_err());
+    }
+
+    #[test]
+    fn word_start_walks_agree_with_the_plain_scan() {
+        let phrases = ["ab", "ab c", "b c", "-x", "c", "abc d", "d-"];
+        let text = "ab c abc d -x ab-c xab c d- b c";
+        for ww in [true, false] {
+            let walk = PhraseMatcher::new(&phrases, WholeWord::All(ww), false).unwrap();
+            let scan = PhraseMatcher::new_scan_only(&phrases, WholeWord::All(ww), false).unwrap();
+            assert_eq!(walk.find_all(text), scan.find_all(text), "whole_word={ww}");
+        }
     }
 
     #[test]
