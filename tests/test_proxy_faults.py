@@ -62,11 +62,11 @@ def still_serving(stack: LoopbackStack) -> None:
 
 def test_upstream_closes_mid_stream(stack: LoopbackStack, caplog: pytest.LogCaptureFixture) -> None:
     before = errors(stack, "upstream_closed")
-    with caplog.at_level(logging.WARNING, logger="checkstream.proxy"):
-        with pytest.raises(openai.APIError, match="ended before its terminator|broke mid-stream"):
-            for _ in client(stack, close_after=6).chat.completions.create(
-                    model="weather", messages=MSG, stream=True):  # type: ignore[arg-type]
-                pass
+    with caplog.at_level(logging.WARNING, logger="checkstream.proxy"), \
+            pytest.raises(openai.APIError, match=r"ended before its terminator|broke mid-stream"):
+        for _ in client(stack, close_after=6).chat.completions.create(
+                model="weather", messages=MSG, stream=True):  # type: ignore[arg-type]
+            pass
     assert errors(stack, "upstream_closed") == before + 1
     assert any("upstream_closed mid-stream" in r.getMessage() for r in caplog.records)
     still_serving(stack)
@@ -75,10 +75,10 @@ def test_upstream_closes_mid_stream(stack: LoopbackStack, caplog: pytest.LogCapt
 def test_anthropic_mid_stream_error_is_an_error_event(stack: LoopbackStack) -> None:
     ac = anthropic.Anthropic(base_url=stack.url, api_key="k", max_retries=0,
                              default_headers={"x-replay-faults": '{"close_after": 5}'})
-    with pytest.raises(anthropic.APIStatusError) as exc:
-        with ac.messages.stream(model="weather", max_tokens=10, messages=MSG) as s:  # type: ignore[arg-type]
-            for _ in s:
-                pass
+    with pytest.raises(anthropic.APIStatusError) as exc, \
+            ac.messages.stream(model="weather", max_tokens=10, messages=MSG) as s:  # type: ignore[arg-type]
+        for _ in s:
+            pass
     assert "ended before its terminator" in str(exc.value) or "mid-stream" in str(exc.value)
 
 
@@ -105,11 +105,11 @@ def test_upstream_in_stream_error_is_forwarded_as_error(stack: LoopbackStack) ->
 
 def test_malformed_sse(stack: LoopbackStack, caplog: pytest.LogCaptureFixture) -> None:
     before = errors(stack, "malformed_sse")
-    with caplog.at_level(logging.WARNING, logger="checkstream.proxy"):
-        with pytest.raises(openai.APIError, match="malformed event stream"):
-            for _ in client(stack, malformed_after=3).chat.completions.create(
-                    model="weather", messages=MSG, stream=True):  # type: ignore[arg-type]
-                pass
+    with caplog.at_level(logging.WARNING, logger="checkstream.proxy"), \
+            pytest.raises(openai.APIError, match="malformed event stream"):
+        for _ in client(stack, malformed_after=3).chat.completions.create(
+                model="weather", messages=MSG, stream=True):  # type: ignore[arg-type]
+            pass
     assert errors(stack, "malformed_sse") == before + 1
     assert any("malformed_sse" in r.getMessage() for r in caplog.records)
     still_serving(stack)
@@ -217,9 +217,9 @@ def test_malformed_json(stack: LoopbackStack, path: str, shape: str) -> None:
 def test_oversize_body(stack: LoopbackStack, caplog: pytest.LogCaptureFixture) -> None:
     before = errors(stack, "body_too_large")
     big = {"model": "weather", "messages": [{"role": "user", "content": "x" * 100_000}]}
-    with caplog.at_level(logging.WARNING, logger="checkstream.proxy"):
-        with pytest.raises(openai.APIStatusError) as exc:
-            client(stack).chat.completions.create(**big)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="checkstream.proxy"), \
+            pytest.raises(openai.APIStatusError) as exc:
+        client(stack).chat.completions.create(**big)  # type: ignore[arg-type]
     assert exc.value.status_code == 413
     assert "exceeds the limit" in exc.value.message
     assert errors(stack, "body_too_large") == before + 1

@@ -18,7 +18,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import httpx
@@ -203,6 +203,10 @@ def _checked_registry(config: ProxyConfig, registry: Any | None) -> Any | None:
     return registry
 
 
+def _headers() -> dict[str, str]:
+    return {k.lower(): v for k, v in request.headers.items()}
+
+
 def _codec_for_path(path: str) -> Codec:
     for suffix, codec in CODECS.items():
         if path.endswith(suffix):
@@ -240,7 +244,7 @@ async def _read_json(state: ProxyState, codec: Codec) -> tuple[dict[str, Any] | 
 
 def _resolve(state: ProxyState, codec: Codec, prefix: str | None) -> TenantRuntime | Response:
     try:
-        tenant = state.resolver.resolve(prefix, request.headers)
+        tenant = state.resolver.resolve(prefix, _headers())
     except TenantError as exc:
         state.metrics.errors.labels(endpoint=codec.endpoint, kind=exc.kind).inc()
         log.warning("%s: tenant rejected: %s", request.path, exc.message)
@@ -321,7 +325,7 @@ async def _guarded(state: ProxyState, codec: Codec, prefix: str | None) -> Respo
             codec.add_system(body, list(ingress.system_additions))
 
     deadline = time.monotonic() + state.config.server.timeout
-    up_headers = rt.upstream.headers(request.headers,
+    up_headers = rt.upstream.headers(_headers(),
                                      forward_credentials=not rt.tenant.authenticates)
     try:
         up = await rt.upstream.send("POST", codec.path, headers=up_headers,
@@ -350,8 +354,8 @@ async def _guarded(state: ProxyState, codec: Codec, prefix: str | None) -> Respo
         finally:
             await up.aclose()
         if not isinstance(data, dict):
-            return _error(codec, 502, "backend answered with a non-object JSON", "upstream_malformed",
-                          headers)
+            return _error(codec, 502, "backend answered with a non-object JSON",
+                          "upstream_malformed", headers)
         guarded = await codec.guard_response(session, data)
         state.record(session, codec.endpoint)
         state.metrics.requests.labels(codec.endpoint, ctx.tenant, "False", "200").inc()
@@ -372,7 +376,7 @@ async def _stream_response(state: ProxyState, codec: Codec, session: GuardSessio
     translator = codec.translator(session, body)
     parser = SSEParser()
 
-    async def translated() -> AsyncIterator[bytes]:
+    async def translated() -> AsyncGenerator[bytes, None]:
         """Client bytes; raises on upstream failure (the caller turns it into an event)."""
         async for chunk in up.chunks():
             for ev in parser.feed(chunk):
@@ -468,7 +472,7 @@ async def _passthrough_get(state: ProxyState, prefix: str | None, path: str) -> 
     rt = _resolve(state, _OPENAI, prefix)
     if isinstance(rt, Response):
         return rt
-    headers = rt.upstream.headers(request.headers, forward_credentials=not rt.tenant.authenticates)
+    headers = rt.upstream.headers(_headers(), forward_credentials=not rt.tenant.authenticates)
     try:
         up = await rt.upstream.send("GET", path, headers=headers)
         text = await up.read_text(limit=16 * 1024 * 1024)
@@ -507,7 +511,7 @@ async def _embeddings(state: ProxyState, prefix: str | None) -> Response:
         else:
             for i, text in zip(idx, new, strict=True):
                 body["input"][i] = text
-    up_headers = rt.upstream.headers(request.headers,
+    up_headers = rt.upstream.headers(_headers(),
                                      forward_credentials=not rt.tenant.authenticates)
     try:
         up = await rt.upstream.send("POST", "/embeddings", headers=up_headers,

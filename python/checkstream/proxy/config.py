@@ -68,15 +68,15 @@ class _Model(BaseModel):
 
 class ServerConfig(_Model):
     host: str = "0.0.0.0"
-    port: int = Field(8080, ge=0, le=65535)
+    port: int = Field(default=8080, ge=0, le=65535)
     timeout: Duration = 300.0
     """Total time one request may take, streaming included."""
-    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     graceful_timeout: Duration = 10.0
 
 
 class RetryConfig(_Model):
-    max_attempts: int = Field(3, ge=1, le=10)
+    max_attempts: int = Field(default=3, ge=1, le=10)
     backoff: Literal["exponential", "constant", "none"] = "exponential"
     base_delay: Duration = 0.2
     max_delay: Duration = 5.0
@@ -118,15 +118,15 @@ class BackendConfig(_Model):
 class IngressConfig(_Model):
     enabled: bool = True
     classifiers: tuple[str, ...] = ()
-    timeout_ms: int = Field(8, ge=1)
+    timeout_ms: int = Field(default=8, ge=1)
 
 
 class MidstreamConfig(_Model):
     enabled: bool = True
-    holdback_size: int = Field(16, ge=0, le=4096)
-    check_interval: int = Field(8, ge=1, le=4096)
+    holdback_size: int = Field(default=16, ge=0, le=4096)
+    check_interval: int = Field(default=8, ge=1, le=4096)
     classifiers: tuple[str, ...] = ()
-    timeout_ms: int = Field(6, ge=1)
+    timeout_ms: int = Field(default=6, ge=1)
 
 
 class EgressConfig(_Model):
@@ -169,7 +169,7 @@ class TenantConfig(_Model):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     api_keys: tuple[str, ...] = ()
     """Keys that authenticate as this tenant; ``sha256:<hex>`` entries are compared by hash."""
-    path_prefix: str | None = Field(None, pattern=r"^/[A-Za-z0-9_.-]+$")
+    path_prefix: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9_.-]+$")
     backend: BackendConfig | None = None
     policies: PoliciesConfig | None = None
 

@@ -12,12 +12,22 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from checkstream.engine import ChatMessage, Guard, RequestContext, RuleHit, StreamGuard
+from checkstream.engine import (
+    ChatMessage,
+    EgressResult,
+    Guard,
+    RequestContext,
+    RuleHit,
+    StreamGuard,
+)
 from checkstream.proxy.config import GuardrailsConfig
+
+ChannelKey = tuple[Any, ...]
+"""(kind, ...) e.g. ("choice", 0), ("tool", 0, 1), ("block", 2), ("text", item_id, 0)."""
 
 DEFAULT_STOP_MESSAGE = "[This response was stopped by the content policy.]"
 
@@ -27,7 +37,7 @@ class Channel:
     """One guarded text stream. ``feed``/``finish`` return the text that may be released."""
 
     session: GuardSession
-    key: Hashable
+    key: ChannelKey
     stream: StreamGuard | None
     released: str = ""
     stopped: bool = False
@@ -100,7 +110,7 @@ class GuardSession:
         self.ctx = ctx
         self.settings = settings
         self.full_evidence = full_evidence
-        self.channels: dict[Hashable, Channel] = {}
+        self.channels: dict[ChannelKey, Channel] = {}
         self.hits: list[RuleHit] = []
         self.ingress_result: Any = None
         self.input_text = ""
@@ -108,7 +118,7 @@ class GuardSession:
         self.blocked = False
         self.guard_seconds = 0.0
         self.started = time.perf_counter()
-        self.egress_results: list[Any] = []
+        self.egress_results: list[EgressResult] = []
 
     @property
     def policy_version(self) -> str:
@@ -130,7 +140,7 @@ class GuardSession:
         return result
 
     # ------------------------------------------------------------------ output
-    def channel(self, key: Hashable) -> Channel:
+    def channel(self, key: ChannelKey) -> Channel:
         ch = self.channels.get(key)
         if ch is None:
             stream: StreamGuard | None = None
@@ -143,7 +153,7 @@ class GuardSession:
             self.channels[key] = ch
         return ch
 
-    async def guard_text(self, key: Hashable, text: str) -> Channel:
+    async def guard_text(self, key: ChannelKey, text: str) -> Channel:
         """A whole (non-streamed) text through a channel, exactly as if it had streamed."""
         ch = self.channel(key)
         await ch.feed(text)
@@ -194,6 +204,19 @@ class GuardSession:
             parts.append(ch.released + (ch.refusal if ch.stopped else ""))
         return "\n".join(parts)
 
+    def _egress_merged(self) -> EgressResult | None:
+        """One EgressResult for the record (each channel ran its own egress check)."""
+        if not self.egress_results:
+            return None
+        rs = self.egress_results
+        return EgressResult(
+            prepend="".join(r.prepend for r in rs),
+            append="".join(r.append for r in rs),
+            hits=[h for r in rs for h in r.hits],
+            checks=[c for r in rs for c in r.checks],
+            latency_ms=sum(r.latency_ms for r in rs),
+        )
+
     def record(self) -> dict[str, Any]:
         """The decision record for the audit log."""
         total_ms = (time.perf_counter() - self.started) * 1000
@@ -209,11 +232,12 @@ class GuardSession:
                 self.ctx,
                 ingress=self.ingress_result,
                 streams=[ch.stream for ch in self.channels.values() if ch.stream is not None],
-                egress=self.egress_results,
+                egress=self._egress_merged(),
                 latencies_ms=latencies,
                 input_text=self.input_text,
                 output_text=self.output_text(),
                 full_evidence=self.full_evidence,
+                policy_version=self.policy_version if self.guard is not None else None,
             )
         except ImportError:  # pragma: no cover - engine without records
             out = self.output_text()

@@ -34,7 +34,9 @@ class SSEEvent:
         try:
             return json.loads(self.data)
         except json.JSONDecodeError as exc:
-            raise SSEError(f"event data is not JSON ({exc.msg} at {exc.pos}): {self.data[:80]!r}")
+            raise SSEError(
+                f"event data is not JSON ({exc.msg} at {exc.pos}): {self.data[:80]!r}"
+            ) from None
 
 
 class SSEParser:
@@ -140,9 +142,8 @@ class SSEParser:
         elif field == "id":
             if "\0" not in value:
                 self._id = value
-        elif field == "retry":
-            if value.isdigit():
-                self._retry = int(value)
+        elif field == "retry" and value.isdigit():
+            self._retry = int(value)
         # Unknown fields are ignored, as the spec requires.
         return None
 

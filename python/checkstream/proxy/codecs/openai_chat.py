@@ -258,11 +258,12 @@ class OpenAIChatCodec(Codec):
                         stopped = extra
             content = msg.get("content")
             if isinstance(content, str):
-                ch = await session.guard_text(("choice", idx), content) if not stopped else None
-                if ch is not None:
-                    msg["content"] = ch.released + ch.refusal
-                    if ch.stopped:
-                        stopped = ch
+                text_ch = await session.guard_text(("choice", idx), content) \
+                    if not stopped else None
+                if text_ch is not None:
+                    msg["content"] = text_ch.released + text_ch.refusal
+                    if text_ch.stopped:
+                        stopped = text_ch
             if stopped is not None:
                 msg["content"] = (msg.get("content") or "") if content is None else msg["content"]
                 if stopped.key[0] == "tool":

@@ -135,10 +135,10 @@ class ResponsesTranslator(StreamTranslator):
             return [*out, self._forward({**_ids(data), "type": kind, "arguments": ch.released})]
         if kind in ("response.content_part.done", "response.content_part.added"):
             part = dict(data.get("part") or {})
-            ch = self.session.channels.get(_text_key(data))
+            part_ch = self.session.channels.get(_text_key(data))
             field = "refusal" if part.get("type") == "refusal" else "text"
             if field in part:
-                part[field] = ch.released if ch is not None else ""
+                part[field] = part_ch.released if part_ch is not None else ""
             return [self._forward({**data, "part": part})]
         if kind == "response.output_item.done":
             item = self._guarded_item(dict(data.get("item") or {}))
