@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from prometheus_client import REGISTRY
+from prometheus_client import CollectorRegistry
 
 from checkstream.audit import (
     GENESIS_HASH,
@@ -25,7 +25,7 @@ from checkstream.audit import (
 from checkstream.audit.files import next_segment_path
 from checkstream.engine.records import build_record
 from checkstream.engine.types import RequestContext
-from checkstream.telemetry import metrics
+from checkstream.telemetry.metrics import Metrics
 
 HMAC_KEY = b"k" * 32
 
@@ -326,17 +326,18 @@ def test_no_raw_text_unless_the_record_carries_it(tmp_path: Path) -> None:
 
 
 def test_metrics_count_written_records(tmp_path: Path) -> None:
-    def written() -> float:
-        labels = {"kind": "decision"}
-        value = REGISTRY.get_sample_value("checkstream_audit_records_written_total", labels)
-        return value or 0.0
-
-    before = written()
-    with DecisionLog(tmp_path / "d.jsonl") as log:
+    own = Metrics(CollectorRegistry())
+    with DecisionLog(tmp_path / "d.jsonl", metrics=own) as log:
         for i in range(7):
             log.append({"i": i})
-    assert written() - before == 7
-    text, content_type = metrics.render_latest()
+    written = own.registry.get_sample_value(
+        "checkstream_audit_records_written_total", {"kind": "decision"}
+    )
+    assert written == 7
+    assert own.registry.get_sample_value("checkstream_audit_queue_depth") == 0
+    batches = own.registry.get_sample_value("checkstream_audit_batch_seconds_count")
+    assert batches is not None and 1 <= batches <= 7
+    text, content_type = own.render()
     assert b"checkstream_audit_records_written_total" in text
     assert content_type.startswith("text/plain")
 

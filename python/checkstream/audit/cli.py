@@ -24,7 +24,9 @@ __all__ = ["add_commands"]
 
 def add_commands(subparsers: Any) -> None:
     audit = subparsers.add_parser(
-        "audit", help="verify and export the decision log", description=__doc__.splitlines()[0]
+        "audit",
+        help="verify and export the decision log",
+        description="Verify and export the decision log; create its keys.",
     )
     commands = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
 

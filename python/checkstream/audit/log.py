@@ -67,7 +67,8 @@ from checkstream.audit.files import (
     read_tail,
 )
 from checkstream.audit.keys import SigningKeyLike, load_hmac_key, load_signing_key
-from checkstream.telemetry import metrics
+from checkstream.telemetry.metrics import DEFAULT as DEFAULT_METRICS
+from checkstream.telemetry.metrics import Metrics
 
 __all__ = ["DecisionLog", "FsyncPolicy"]
 
@@ -98,7 +99,9 @@ class DecisionLog:
     ``Ed25519PrivateKey``, PEM bytes, 32 raw bytes or a PEM file path) adds an Ed25519 signature.
     ``rotate_bytes`` starts a new file once the active one would grow past it. ``max_pending``
     bounds the queue: past it, ``append`` waits for the writer (backpressure) rather than drop
-    evidence or grow memory without limit.
+    evidence or grow memory without limit (an asyncio caller would block its loop there, which
+    only happens when the disk has stalled). ``metrics`` is the :class:`Metrics` set to count
+    into (default: the process-wide one).
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class DecisionLog:
         rotate_bytes: int | None = None,
         fsync: FsyncPolicy = "batch",
         max_pending: int = 100_000,
+        metrics: Metrics | None = None,
     ) -> None:
         if rotate_bytes is not None and (type(rotate_bytes) is not int or rotate_bytes <= 0):
             raise ValueError(f"rotate_bytes must be a positive int or None, not {rotate_bytes!r}")
@@ -118,6 +122,7 @@ class DecisionLog:
         if type(max_pending) is not int or max_pending <= 0:
             raise ValueError(f"max_pending must be a positive int, not {max_pending!r}")
         self.path = Path(path)
+        self._metrics = metrics if metrics is not None else DEFAULT_METRICS
         self.rotate_bytes = rotate_bytes
         self.fsync: FsyncPolicy = fsync
         key = load_hmac_key(hmac_key) if hmac_key is not None else None
@@ -336,7 +341,7 @@ class DecisionLog:
             finally:
                 for _ in records:
                     self._slots.release()
-                metrics.AUDIT_QUEUE_DEPTH.set(self._queue.qsize())
+                self._metrics.audit_queue_depth.set(self._queue.qsize())
                 for waiter in waiters:
                     waiter.set()
 
@@ -346,8 +351,8 @@ class DecisionLog:
             self._write_entry(KIND_DECISION, _utc_now(ns), data)
         self._sync()
         self._write_head()
-        metrics.AUDIT_RECORDS_WRITTEN.labels(kind=KIND_DECISION).inc(len(records))
-        metrics.AUDIT_BATCH_SECONDS.observe(time.perf_counter() - started)
+        self._metrics.audit_records_written.labels(kind=KIND_DECISION).inc(len(records))
+        self._metrics.audit_batch_seconds.observe(time.perf_counter() - started)
 
     def _write_entry(self, kind: str, ts: str, record: bytes, *, prefix: bytes = b"") -> None:
         line, digest = self._sealer.seal(
@@ -371,7 +376,7 @@ class DecisionLog:
         self._seq += 1
         self._prev = digest
         if kind == KIND_RECOVERY:
-            metrics.AUDIT_RECORDS_WRITTEN.labels(kind=KIND_RECOVERY).inc()
+            self._metrics.audit_records_written.labels(kind=KIND_RECOVERY).inc()
 
     def _write_pending(self) -> None:
         # The sealed lines of a batch go out in one write(2). A kill can stop that write at any
@@ -394,7 +399,7 @@ class DecisionLog:
                 done = os.write(self._fd, view)
             except OSError as exc:
                 self._error = exc
-                metrics.AUDIT_WRITE_ERRORS.inc()
+                self._metrics.audit_write_errors.inc()
                 _log.error("decision log %s: write failed (%s); retrying", self.path, exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
@@ -432,7 +437,7 @@ class DecisionLog:
             self._replace_head()
         except OSError as exc:
             self._error = exc
-            metrics.AUDIT_WRITE_ERRORS.inc()
+            self._metrics.audit_write_errors.inc()
             _log.error("decision log %s: head file not updated (%s)", self.path, exc)
 
     def _replace_head(self) -> None:
