@@ -140,3 +140,12 @@ def test_bad_time_is_a_usage_error(log_path: Path, capsys: pytest.CaptureFixture
         main(["audit", "export", str(log_path), "--since", "yesterday"])
     assert info.value.code == 2
     assert "--since" in capsys.readouterr().err
+
+
+def test_verify_pruned_log(log_path: Path) -> None:
+    oldest = sorted(log_path.parent.glob("decisions-*.jsonl"))[0]
+    oldest.unlink()
+    assert main(["audit", "verify", str(log_path)]) == 1
+    done = _cli("audit", "verify", "--pruned", str(log_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("OK: ") and "seq 0.." not in done.stdout

@@ -74,6 +74,11 @@ def _add_log_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--public-key", type=Path, help="Ed25519 public key (PEM) to check with")
     parser.add_argument("--head", type=Path, help="head file (default: <file>.head if present)")
     parser.add_argument("--no-head", action="store_true", help="do not check the head file")
+    parser.add_argument(
+        "--pruned",
+        action="store_true",
+        help="older files were deleted by retention: start the check at the first record given",
+    )
 
 
 def _run_verify(args: argparse.Namespace) -> tuple[bool, str]:
@@ -82,10 +87,12 @@ def _run_verify(args: argparse.Namespace) -> tuple[bool, str]:
         hmac_key=args.hmac_key,
         public_key=args.public_key,
         head=False if args.no_head else args.head,
+        pruned=args.pruned,
     )
     if result.ok:
+        first = (result.last_seq or 0) - result.records + 1
         return True, (
-            f"OK: {result.records} records, seq 0..{result.last_seq}, "
+            f"OK: {result.records} records, seq {first}..{result.last_seq}, "
             f"{len(result.files)} file(s), last hash {result.last_hash}"
             + (f", {len(result.recoveries)} crash recovery(ies)" if result.recoveries else "")
         )

@@ -123,6 +123,7 @@ class _Fault(Exception):
 class _State:
     checker: Checker
     head: Head | None
+    pruned: bool = False
     records: int = 0
     last: Entry | None = None
     auth: dict[str, Any] | None = None
@@ -136,9 +137,10 @@ def _span(first: int, last: int) -> str:
 def _check_link(state: _State, entry: Entry, at_file_start: bool, previous_file: str) -> str | None:
     last = state.last
     if last is None:
-        if entry.seq != 0:
+        # With ``pruned``, older files were removed by retention: the chain is checked from here.
+        if not state.pruned and entry.seq != 0:
             return f"the chain starts at seq {entry.seq}: {_span(0, entry.seq - 1)} missing"
-        if entry.prev != GENESIS_HASH:
+        if not state.pruned and entry.prev != GENESIS_HASH:
             return "the first record does not link to the genesis hash"
     elif entry.seq > last.seq + 1:
         return (
@@ -222,13 +224,15 @@ def verify_log(
     public_key: VerifyKeyLike | None = None,
     *,
     head: PathLike | Literal[False] | None = None,
+    pruned: bool = False,
 ) -> VerifyResult:
     """Verify the log made of ``paths`` (files or directories).
 
     ``hmac_key`` (bytes, or a file of hex) and ``public_key`` (an Ed25519 key, PEM bytes or file)
     make every entry's MAC / signature required and checked. ``head`` is the head file to check
     the end of the log against; by default ``<file>.head`` next to any given file is used, and
-    ``False`` skips the check.
+    ``False`` skips the check. ``pruned=True`` accepts a log whose oldest files were deleted by
+    retention: the first entry given need not be seq 0 (everything after it is checked as usual).
     """
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
@@ -246,7 +250,7 @@ def verify_log(
     elif head is not False:
         head_file = Path(head)
     names = tuple(str(f) for f in files)
-    state = _State(checker=checker, head=None)
+    state = _State(checker=checker, head=None, pruned=pruned)
     if head_file is not None:
         try:
             state.head = checker.check_head(head_file.read_bytes())
