@@ -74,6 +74,9 @@ def test_banned_pairs_equal_brute_force_at_every_step(
         n = m.banned_into(states, buf_rows, buf_toks)
         assert n == len(rows)
         assert buf_rows[:n].tolist() == rows.tolist() and buf_toks[:n].tolist() == toks.tolist()
+        flat = np.empty(len(rows), dtype=np.int64)
+        assert m.banned_flat_into(states, vocab + 1, flat) == len(rows)
+        assert flat.tolist() == (rows * (vocab + 1) + toks).tolist()
         for r, s in enumerate(streams):
             assert m.walk(m.start_state(), s[:step]) == states[r]
             assert set(m.banned_tokens(int(states[r]))) == reference_banned(seqs, s[:step])
@@ -205,6 +208,12 @@ def test_batch_calls_reject_bad_arrays() -> None:
     small = np.zeros(0, dtype=np.int64)
     with pytest.raises(ValueError, match="hold 0 pairs but this step bans 1"):
         m.banned_into(two, small, small.copy())
+    with pytest.raises(ValueError, match="holds 0 entries but this step bans 1"):
+        m.banned_flat_into(two, 8, small)
+    with pytest.raises(ValueError, match="width 7 is smaller than vocab_size 8"):
+        m.banned_flat_into(two, 7, np.zeros(4, dtype=np.int64))
+    with pytest.raises(OverflowError):
+        m.banned_flat_into(two, -1, np.zeros(4, dtype=np.int64))
     with pytest.raises(TypeError, match=r"rows must be .*int64, got a 1-D array of dtype int32"):
         m.banned_into(two, np.zeros(4, dtype=np.int32), np.zeros(4, dtype=np.int64))
 

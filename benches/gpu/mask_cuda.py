@@ -15,10 +15,12 @@ streams that replay banned prefixes half the time (rows sit deep in the automato
     rows, ids = H2D copies of rows_pin[:n], ids_pin[:n]  # non_blocking
     logits.index_put_((rows, ids), -inf)                 # one kernel
 
-Variants: ``pairs`` (all pairs, one index_put_) and ``split`` (one-token sequences as a
+Variants: ``pairs`` (all pairs, one index_put_), ``split`` (one-token sequences as a
 constant device column set: ``logits.index_fill_(1, global_ids, -inf)`` + the remaining
-pairs). Baseline in the same run: a naive per-row Python loop (one small H2D copy and one
-indexing kernel per row), the pattern that cut vLLM's GPU utilisation in vllm #18767.
+pairs) and ``flat`` (``banned_flat_into``: flat offsets row * vocab + id, one H2D copy, one
+``logits.view(-1).index_fill_``). Baseline in the same run: a naive per-row Python loop
+(one small H2D copy and one indexing kernel per row), the pattern that cut vLLM's GPU
+utilisation in vllm #18767.
 
 Each step starts on an idle GPU (synchronised), so the CUDA-event time from before
 ``advance`` to after the write is the step's latency, CPU work included. The logits are reset
@@ -113,7 +115,13 @@ def dry_run(args: argparse.Namespace) -> dict[str, Any]:
             n = masker.banned_into(states, rows_buf, ids_buf)
             logits = np.zeros((batch, args.vocab), dtype=np.float32)
             logits[rows_buf[:n], ids_buf[:n]] = -np.inf
-            assert np.array_equal(np.isneginf(logits), expected_mask(masker, states))
+            expected = expected_mask(masker, states)
+            assert np.array_equal(np.isneginf(logits), expected)
+            # The flat variant's offsets address the same entries of the flattened logits.
+            assert masker.banned_flat_into(states, args.vocab, rows_buf) == n
+            flat = np.zeros(batch * args.vocab, dtype=np.float32)
+            flat[rows_buf[:n]] = -np.inf
+            assert np.array_equal(np.isneginf(flat.reshape(batch, args.vocab)), expected)
             checked += 1
             pairs += n
         results[str(batch)] = {"checked_steps": checked, "mean_pairs": pairs / args.steps}
@@ -126,7 +134,7 @@ class CudaCase:
     def __init__(
         self, torch: Any, masker: TokenMasker, batch: int, dtype: Any, vocab: int, seed: int
     ) -> None:
-        self.torch, self.masker, self.batch = torch, masker, batch
+        self.torch, self.masker, self.batch, self.vocab = torch, masker, batch, vocab
         self.device = torch.device("cuda")
         self.global_ids = torch.from_numpy(masker.global_banned()).to(self.device)
         cap = batch * (len(self.global_ids) + 256)
@@ -156,6 +164,14 @@ class CudaCase:
         self.masker.advance(self.states, sampled)
         self.logits.index_fill_(1, self.global_ids, float("-inf"))
         return self._write_pairs(include_global=False)
+
+    def flat(self, sampled: npt.NDArray[np.int64]) -> int:
+        self.masker.advance(self.states, sampled)
+        n = self.masker.banned_flat_into(self.states, self.vocab, self.rows_np)
+        if n:
+            idx = self.rows_pin[:n].to(self.device, non_blocking=True)
+            self.logits.view(-1).index_fill_(0, idx, float("-inf"))
+        return n
 
     def naive_per_row_loop(self, sampled: npt.NDArray[np.int64]) -> int:
         self.masker.advance(self.states, sampled)
@@ -225,13 +241,13 @@ def gpu_run(args: argparse.Namespace) -> dict[str, Any]:
             case = CudaCase(torch, masker, batch, dtype, args.vocab, args.seed)
             res = out["results"]
             key = f"batch{batch}/{dname}"
-            for name in ("pairs", "split"):
+            for name in ("pairs", "split", "flat"):
                 res[f"{key}/{name}"] = case.run(
                     name, tokens, args.steps, args.warmup, args.check_every
                 )
             base = case.run("naive_per_row_loop", tokens, args.baseline_steps, 1, 1)
             res[f"{key}/naive_per_row_loop"] = base
-            for name in ("pairs", "split"):
+            for name in ("pairs", "split", "flat"):
                 res[f"{key}/{name}"]["speedup_vs_naive"] = round(
                     base["median_us"] / res[f"{key}/{name}"]["median_us"], 1
                 )

@@ -150,6 +150,13 @@ class TokenMasker:
         token_ids: npt.NDArray[np.int64],
         include_global: bool = True,
     ) -> int: ...
+    def banned_flat_into(
+        self,
+        states: npt.NDArray[np.uint32],
+        width: int,
+        out: npt.NDArray[np.int64],
+        include_global: bool = True,
+    ) -> int: ...
     def apply(
         self,
         states: npt.NDArray[np.uint32],

@@ -44,26 +44,25 @@ fn sequences(rng: &mut XorShift, n: usize) -> Vec<Vec<u32>> {
 
 /// `[steps][batch]` tokens; half the time a row replays a banned sequence's prefix.
 fn streams(rng: &mut XorShift, seqs: &[Vec<u32>], batch: usize, steps: usize) -> Vec<Vec<i64>> {
-    let mut out = vec![vec![0i64; batch]; steps];
-    for r in 0..batch {
-        let mut t = 0;
-        while t < steps {
-            let piece: Vec<u32> = if rng.below(2) == 0 {
-                let q = &seqs[rng.below(seqs.len() as u32) as usize];
-                q[..q.len() - 1].to_vec()
-            } else {
-                (0..1 + rng.below(3)).map(|_| rng.below(VOCAB)).collect()
-            };
-            for tok in piece {
-                if t == steps {
-                    break;
-                }
-                out[t][r] = i64::from(tok);
-                t += 1;
+    let per_row: Vec<Vec<i64>> = (0..batch)
+        .map(|_| {
+            let mut row = Vec::with_capacity(steps);
+            while row.len() < steps {
+                let piece: Vec<u32> = if rng.below(2) == 0 {
+                    let q = &seqs[rng.below(seqs.len() as u32) as usize];
+                    q[..q.len() - 1].to_vec()
+                } else {
+                    (0..1 + rng.below(3)).map(|_| rng.below(VOCAB)).collect()
+                };
+                row.extend(piece.iter().map(|&t| i64::from(t)));
             }
-        }
-    }
-    out
+            row.truncate(steps);
+            row
+        })
+        .collect();
+    (0..steps)
+        .map(|t| per_row.iter().map(|row| row[t]).collect())
+        .collect()
 }
 
 fn main() {

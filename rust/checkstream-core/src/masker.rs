@@ -399,6 +399,49 @@ impl TokenMasker {
         Ok(n)
     }
 
+    /// Writes the banned entries as flat offsets `row * width + token` into a caller-owned
+    /// buffer and returns how many were written: one index array, so a device write is one
+    /// host-to-device copy and one `index_fill_` on the flattened logits. Fails, naming the
+    /// size needed, if the buffer is too short.
+    pub fn banned_flat_into(
+        &self,
+        states: &[u32],
+        width: usize,
+        include_global: bool,
+        out: &mut [i64],
+    ) -> Result<usize, CoreError> {
+        if width < self.vocab_size as usize {
+            return Err(CoreError::InvalidArgument(format!(
+                "width {width} is smaller than vocab_size {}",
+                self.vocab_size
+            )));
+        }
+        if states
+            .len()
+            .checked_mul(width)
+            .map_or(true, |n| n > i64::MAX as usize)
+        {
+            return Err(CoreError::InvalidArgument(format!(
+                "{} rows x width {width} overflow a 64-bit offset",
+                states.len()
+            )));
+        }
+        let cap = out.len();
+        let mut n = 0usize;
+        self.for_each_banned(states, include_global, |r, t| {
+            if n < cap {
+                out[n] = (r * width + t as usize) as i64;
+            }
+            n += 1;
+        })?;
+        if n > cap {
+            return Err(CoreError::InvalidArgument(format!(
+                "the buffer holds {cap} entries but this step bans {n}"
+            )));
+        }
+        Ok(n)
+    }
+
     /// Writes `value` into `logits[row * width + token]` for every banned pair; `logits` is a
     /// row-major `[states.len(), width]` matrix. Returns the number of entries written.
     pub fn apply<T: Copy>(

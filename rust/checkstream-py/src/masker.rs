@@ -208,6 +208,30 @@ impl PyTokenMasker {
         run(py, s.len(), || inner.banned_into(s, include_global, r, t))
     }
 
+    /// Writes the banned entries as flat offsets `row * width + token` (int64) into `out`
+    /// and returns how many were written: one index array for a device write such as
+    /// `logits.view(-1).index_fill_(0, out_dev[:n], -inf)` (one copy, one kernel). `width` is
+    /// the logits' row length (>= vocab_size). Raises ValueError naming the size needed when
+    /// `out` is too short.
+    #[pyo3(signature = (states, width, out, include_global = true))]
+    fn banned_flat_into(
+        &self,
+        py: Python<'_>,
+        states: &Bound<'_, PyAny>,
+        width: usize,
+        out: &Bound<'_, PyAny>,
+        include_global: bool,
+    ) -> PyResult<usize> {
+        let ro = states_ro(states)?;
+        let s = contiguous(&ro, "states")?;
+        let mut out = out_buffer(out, "out")?;
+        let o = out.as_slice_mut().map_err(|_| not_contiguous("out"))?;
+        let inner = &self.inner;
+        run(py, s.len(), || {
+            inner.banned_flat_into(s, width, include_global, o)
+        })
+    }
+
     /// Writes `value` in place into `logits[row, token]` for every banned pair; `logits` is a
     /// C-contiguous float32 or float16 array `[len(states), width]` with `width >= vocab_size`.
     /// Returns the number of entries written.
