@@ -139,14 +139,18 @@ def test_no_leak_and_parity(stack: LoopbackStack, endpoint: str,
 
     assert BANNED not in streamed and EMAIL not in streamed
     assert "eve.adams@" not in streamed  # not even the start of the address
-    assert streamed == plain
     assert end == plain_end
     if re.search(r"\bforbidden fruit\b", original):
         assert end == STOPPED[endpoint]
-        assert streamed.endswith("Stopped by policy.")
-        # What was released before the stop is a prefix of the original, cut before the phrase.
-        kept = streamed[: -len("Stopped by policy.")].rstrip("\n").replace("[EMAIL]", EMAIL)
-        assert original.startswith(kept)
+        # Same decision and refusal both ways. What was released before the stop is a prefix
+        # of the original cut before the phrase; a stream may have released more of that safe
+        # prefix than the one-shot answer (it cannot be taken back), never anything after it.
+        cut = original.index(BANNED)
+        for answer in (streamed, plain):
+            assert answer.endswith("Stopped by policy.")
+            kept = answer[: -len("Stopped by policy.")].rstrip("\n").replace("[EMAIL]", EMAIL)
+            assert original.startswith(kept) and len(kept) <= cut
     else:
+        assert streamed == plain
         assert end != STOPPED[endpoint]
         assert streamed == original.replace(EMAIL, "[EMAIL]")
