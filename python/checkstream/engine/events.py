@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from checkstream.engine.types import RuleHit
 from checkstream.policy.models import RedactAction
-from checkstream.policy.policyset import CompiledRule, RequestLike, holds
+from checkstream.policy.policyset import CompiledRule, PhasePlan, RequestLike, holds
 
 DEFAULT_REPLACEMENT = "[REDACTED]"
 
@@ -60,21 +60,22 @@ class Firing:
 
 
 def fire_on_events(
-    rules: Sequence[CompiledRule],
+    plan: PhasePlan,
     events: Iterable[LeafEvent],
     fired_leaves: set[int],
     ctx: RequestLike | None,
 ) -> list[Firing]:
-    """Feed events in text order, firing each rule whose trigger becomes/is true on that event.
+    """Feed events in text order, firing each rule whose trigger is true on that event.
 
     Processing in offset order (not arrival order) is what makes the decision independent of how
-    a stream was chunked.
+    a stream was chunked. Only the rules the event's leaf can make true are looked at, so the
+    cost per event does not grow with the size of the set.
     """
     out: list[Firing] = []
     for event in sorted(events, key=lambda e: (e.end, e.start, e.leaf)):
         fired_leaves.add(event.leaf)
-        for rule in rules:
-            if event.leaf in rule.positive and holds(rule.trigger, fired_leaves, ctx):
+        for rule in plan.rules_by_leaf.get(event.leaf, ()):
+            if holds(rule.trigger, fired_leaves, ctx):
                 out.append(
                     Firing(
                         rule, event.start, event.end, event.score, event.detail, event.placeholder

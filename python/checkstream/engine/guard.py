@@ -41,7 +41,7 @@ from checkstream.policy.models import (
     NotifyAction,
     StopAction,
 )
-from checkstream.policy.policyset import ClassifierLeaf, CompiledRule, PolicySet, holds
+from checkstream.policy.policyset import PhasePlan, PolicySet, holds
 
 log = logging.getLogger("checkstream.engine")
 _LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
@@ -107,12 +107,8 @@ class Guard:
             zip(messages, scanned, strict=True)
         ):
             checks.extend(found_checks)
-            rules = [
-                r
-                for r in self.policy_set.rules_for("ingress")
-                if r.roles is None or message.role in r.roles
-            ]
-            firings = order_firings(_fire_whole(rules, events, ctx))
+            plan = self.policy_set.plan("ingress")
+            firings = order_firings(_fire_whole(plan, events, ctx, message.role))
             all_firings.extend(firings)
             hits.extend(f.hit("ingress", index) for f in firings)
             redactions = plan_redactions(firings)
@@ -184,7 +180,7 @@ class Guard:
     def _egress_result(
         self, events: list[LeafEvent], checks: list[CheckRecord], ctx: RequestContext, began: float
     ) -> EgressResult:
-        firings = order_firings(_fire_whole(self.policy_set.rules_for("egress"), events, ctx))
+        firings = order_firings(_fire_whole(self.policy_set.plan("egress"), events, ctx))
         hits = [f.hit("egress") for f in firings]
         prepend: list[str] = []
         append: list[str] = []
@@ -209,9 +205,9 @@ class Guard:
     def _scan_sync(
         self, phase: Phase, text: str, index: int | None, role: str | None
     ) -> tuple[list[LeafEvent], list[CheckRecord]]:
-        leaves = self.policy_set.leaves_for(phase)
-        events = content_events(self.policy_set, leaves, text)
-        groups = group_by_classifier([leaf for leaf in leaves if isinstance(leaf, ClassifierLeaf)])
+        plan = self.policy_set.plan(phase)
+        events = content_events(self.policy_set, plan, text)
+        groups = group_by_classifier(plan.classifiers)
         checks: list[CheckRecord] = []
         if groups and text:
             checks, found = run_sync(
@@ -229,9 +225,9 @@ class Guard:
     async def _scan_async(
         self, phase: Phase, text: str, index: int | None, role: str | None
     ) -> tuple[list[LeafEvent], list[CheckRecord]]:
-        leaves = self.policy_set.leaves_for(phase)
-        events = content_events(self.policy_set, leaves, text)
-        groups = group_by_classifier([leaf for leaf in leaves if isinstance(leaf, ClassifierLeaf)])
+        plan = self.policy_set.plan(phase)
+        events = content_events(self.policy_set, plan, text)
+        groups = group_by_classifier(plan.classifiers)
         checks: list[CheckRecord] = []
         if groups and text:
             checks, found = await run_async(
@@ -274,15 +270,24 @@ class Guard:
 
 
 def _fire_whole(
-    rules: Sequence[CompiledRule], events: Sequence[LeafEvent], ctx: RequestContext
+    plan: PhasePlan, events: Sequence[LeafEvent], ctx: RequestContext, roles_of: str | None = None
 ) -> list[Firing]:
-    """Rules over a whole text: each true rule fires once per span of its positive leaves."""
+    """Rules over a whole text: each true rule fires once per span of its positive leaves.
+
+    Only rules that can be true are looked at: those a fired leaf feeds, context-only rules and
+    rules with a ``not``.
+    """
     fired = {e.leaf for e in events}
     by_leaf: dict[int, list[LeafEvent]] = {}
     for event in events:
         by_leaf.setdefault(event.leaf, []).append(event)
+    candidates = {id(r): r for leaf in fired for r in plan.rules_by_leaf.get(leaf, ())}
+    candidates.update({id(r): r for r in plan.context_rules})
+    candidates.update({id(r): r for r in plan.end_rules})
     out: list[Firing] = []
-    for rule in rules:
+    for rule in sorted(candidates.values(), key=lambda r: (-r.priority, r.order)):
+        if roles_of is not None and rule.roles is not None and roles_of not in rule.roles:
+            continue
         if not holds(rule.trigger, fired, ctx):
             continue
         spans = sorted(
@@ -290,15 +295,8 @@ def _fire_whole(
             key=lambda e: (e.start, e.end),
         )
         if not spans:
-            out.append(
-                Firing(
-                    rule,
-                    None,
-                    None,
-                    None,
-                    "context matched" if not rule.positive else "judged on the whole text",
-                )
-            )
+            why = "context matched" if not rule.positive else "judged on the whole text"
+            out.append(Firing(rule, None, None, None, why))
         for e in spans:
             out.append(Firing(rule, e.start, e.end, e.score, e.detail, e.placeholder))
     return out

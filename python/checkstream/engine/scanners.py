@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 
 from checkstream.engine.events import LeafEvent
-from checkstream.policy.policyset import Leaf, PatternLeaf, PhraseLeaf, PiiLeaf, PolicySet
+from checkstream.policy.policyset import PatternLeaf, PhasePlan, PiiLeaf, PolicySet
 
 # Characters of already-judged text kept in front of ``scan_from`` so that look-behinds and word
 # boundaries at the seam see the same text as a whole-text scan would.
@@ -75,14 +75,12 @@ def pii_events(leaves: Sequence[PiiLeaf], text: str) -> list[LeafEvent]:
     return out
 
 
-def content_events(pset: PolicySet, leaves: Sequence[Leaf], text: str) -> list[LeafEvent]:
-    """Every deterministic (phrase, pattern, PII) leaf event in ``text``."""
-    phrase_ids = {leaf.id for leaf in leaves if isinstance(leaf, PhraseLeaf)}
-    events = phrase_events(pset, text, phrase_ids)
-    for leaf in leaves:
-        if isinstance(leaf, PatternLeaf):
-            events.extend(pattern_events(leaf, text))
-    events.extend(pii_events([leaf for leaf in leaves if isinstance(leaf, PiiLeaf)], text))
+def content_events(pset: PolicySet, plan: PhasePlan, text: str) -> list[LeafEvent]:
+    """Every deterministic (phrase, pattern, PII) leaf event of one phase in ``text``."""
+    events = phrase_events(pset, text, plan.phrase_ids)
+    for leaf in plan.patterns:
+        events.extend(pattern_events(leaf, text))
+    events.extend(pii_events(plan.pii, text))
     return events
 
 

@@ -37,16 +37,7 @@ from checkstream.engine.types import (
     StreamStep,
 )
 from checkstream.policy.models import AdaptDecodingAction, Phase
-from checkstream.policy.policyset import (
-    ClassifierLeaf,
-    ContextLeaf,
-    Node,
-    PatternLeaf,
-    PhraseLeaf,
-    PiiLeaf,
-    holds,
-    leaves_of,
-)
+from checkstream.policy.policyset import holds
 
 if TYPE_CHECKING:
     from checkstream.engine.guard import Guard
@@ -86,19 +77,14 @@ class StreamGuard:
         self.check_interval = check_interval
         self.holdback = holdback
         self.window = window
-        self._rules = pset.rules_for(PHASE)
-        leaves = pset.leaves_for(PHASE)
-        self._phrase_ids = frozenset(leaf.id for leaf in leaves if isinstance(leaf, PhraseLeaf))
-        self._patterns = [PatternStream(leaf) for leaf in leaves if isinstance(leaf, PatternLeaf)]
-        pii = [leaf for leaf in leaves if isinstance(leaf, PiiLeaf)]
-        self._pii = PiiStream(pii) if pii else None
-        self._classifiers = group_by_classifier(
-            [leaf for leaf in leaves if isinstance(leaf, ClassifierLeaf)]
-        )
+        plan = pset.plan(PHASE)
+        self._plan = plan
+        self._phrase_ids = plan.phrase_ids
+        self._patterns = [PatternStream(leaf) for leaf in plan.patterns]
+        self._pii = PiiStream(plan.pii) if plan.pii else None
+        self._classifiers = group_by_classifier(plan.classifiers)
         self._buffer = HoldbackBuffer(holdback, pset.matcher if self._phrase_ids else None)
         self._external_hold = bool(self._patterns or self._pii or self._classifiers)
-        # Rules with no content leaf that could fire them (context only) are judged once, up front.
-        self._context_rules = [r for r in self._rules if not _has_content(r.trigger)]
         self._fired_leaves: set[int] = set()
         self._fired_rules: set[tuple[str, str]] = set()
         self._text = ""  # the stream's text from absolute offset _text_start on
@@ -106,6 +92,8 @@ class StreamGuard:
         self._end = 0
         self._deltas: deque[int] = deque(maxlen=window)  # start offsets of the last deltas
         self._since_check = 0
+        self._since_scan = 0
+        self._scan_every = max(1, holdback // 2)
         self._checked_to = 0
         self._started = False
         self._finished = False
@@ -183,10 +171,16 @@ class StreamGuard:
         self._text += delta
         self._end += len(delta)
         events = phrase_events_from_matches(self.guard.policy_set, matches, self._phrase_ids)
-        for scanner in self._patterns:
-            events += scanner.step(self._text, self._text_start, final=False)
-        if self._pii is not None:
-            events += self._pii.step(self._text, self._text_start, final=False)
+        self._since_scan += 1
+        if self._since_scan >= self._scan_every:
+            # Text is only released `holdback` deltas after it arrived and never past what the
+            # scanners judged, so scanning every holdback/2 deltas costs no extra latency while
+            # dividing the regex/PII work.
+            self._since_scan = 0
+            for scanner in self._patterns:
+                events += scanner.step(self._text, self._text_start, final=False)
+            if self._pii is not None:
+                events += self._pii.step(self._text, self._text_start, final=False)
         return released, events
 
     def _begin_finish(self) -> list[LeafEvent]:
@@ -223,22 +217,22 @@ class StreamGuard:
             self._started = True
             firings += [
                 Firing(r, None, None, None, "context matched")
-                for r in self._context_rules
+                for r in self._plan.context_rules
                 if holds(r.trigger, self._fired_leaves, self.ctx)
             ]
-        firings += fire_on_events(self._rules, events, self._fired_leaves, self.ctx)
+        if events:
+            firings += fire_on_events(self._plan, events, self._fired_leaves, self.ctx)
         if final:
             # `not` over content can only be judged once the whole text is known.
-            for rule in self._rules:
+            for rule in self._plan.end_rules:
                 key = (rule.policy, rule.name)
                 if (
                     key not in self._fired_rules
-                    and _has_content(rule.trigger)
                     and not any(f.rule is rule for f in firings)
                     and holds(rule.trigger, self._fired_leaves, self.ctx)
                 ):
                     firings.append(Firing(rule, None, None, None, "judged at end of text"))
-        hits = self._act(order_firings(firings))
+        hits = self._act(order_firings(firings)) if firings else []
         text = released
         if not self.stopped:
             if self._external_hold:
@@ -298,10 +292,6 @@ class StreamGuard:
         if keep - self._text_start > 4096:
             self._text = self._text[keep - self._text_start :]
             self._text_start = keep
-
-
-def _has_content(node: Node) -> bool:
-    return any(not isinstance(leaf, ContextLeaf) for leaf in leaves_of(node))
 
 
 def _empty(stopped: bool, message: str | None) -> StreamStep:

@@ -178,7 +178,7 @@ def describe(node: Node) -> str:
 # --------------------------------------------------------------------------- rules and the set
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, eq=False)
 class CompiledRule:
     name: str
     policy: str
@@ -202,7 +202,7 @@ class CompiledRule:
     def primary_action(self) -> str:
         return min(self.action_kinds, key=ACTION_RANK.__getitem__)
 
-    @property
+    @cached_property
     def positive(self) -> frozenset[int]:
         return positive_leaves(self.trigger)
 
@@ -211,6 +211,58 @@ class CompiledRule:
             if action.kind == kind:
                 return action
         return None
+
+
+@dataclass(frozen=True, eq=False)
+class PhasePlan:
+    """One phase's rules and leaves, indexed for evaluation."""
+
+    rules: tuple[CompiledRule, ...]
+    leaves: tuple[Leaf, ...]
+    phrase_ids: frozenset[int]
+    patterns: tuple[PatternLeaf, ...]
+    pii: tuple[PiiLeaf, ...]
+    classifiers: tuple[ClassifierLeaf, ...]
+    context_rules: tuple[CompiledRule, ...]  # no content leaf: judged on the request alone
+    end_rules: tuple[CompiledRule, ...]  # content under a `not`: judged again at end of text
+    rules_by_leaf: Mapping[int, tuple[CompiledRule, ...]]  # positive leaf -> rules, in order
+
+    @classmethod
+    def build(cls, rules: tuple[CompiledRule, ...]) -> PhasePlan:
+        seen: dict[int, Leaf] = {}
+        by_leaf: dict[int, list[CompiledRule]] = {}
+        context: list[CompiledRule] = []
+        end: list[CompiledRule] = []
+        for rule in rules:
+            leaves = leaves_of(rule.trigger)
+            for leaf in leaves:
+                seen[leaf.id] = leaf
+            for leaf_id in rule.positive:
+                by_leaf.setdefault(leaf_id, []).append(rule)
+            if all(isinstance(leaf, ContextLeaf) for leaf in leaves):
+                context.append(rule)
+            elif _has_not(rule.trigger):
+                end.append(rule)
+        ordered = tuple(seen[i] for i in sorted(seen))
+        return cls(
+            rules=rules,
+            leaves=ordered,
+            phrase_ids=frozenset(x.id for x in ordered if isinstance(x, PhraseLeaf)),
+            patterns=tuple(x for x in ordered if isinstance(x, PatternLeaf)),
+            pii=tuple(x for x in ordered if isinstance(x, PiiLeaf)),
+            classifiers=tuple(x for x in ordered if isinstance(x, ClassifierLeaf)),
+            context_rules=tuple(context),
+            end_rules=tuple(end),
+            rules_by_leaf={k: tuple(v) for k, v in by_leaf.items()},
+        )
+
+
+def _has_not(node: Node) -> bool:
+    if isinstance(node, NotNode):
+        return True
+    if isinstance(node, AllNode | AnyNode):
+        return any(_has_not(child) for child in node.children)
+    return False
 
 
 @dataclass(frozen=True, eq=False)
@@ -227,21 +279,21 @@ class PolicySet:
     leetspeak: bool
     matcher: PhraseMatcher | None
     version: str
-    _by_phase: dict[str, tuple[CompiledRule, ...]] = field(default_factory=dict, repr=False)
+    _plans: dict[str, PhasePlan] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        # Everything a request needs per phase is computed once here, not per request or token.
         for phase in ("ingress", "midstream", "egress"):
-            self._by_phase[phase] = tuple(r for r in self.rules if phase in r.phases)
+            self._plans[phase] = PhasePlan.build(tuple(r for r in self.rules if phase in r.phases))
+
+    def plan(self, phase: Phase) -> PhasePlan:
+        return self._plans[phase]
 
     def rules_for(self, phase: Phase) -> tuple[CompiledRule, ...]:
-        return self._by_phase[phase]
+        return self._plans[phase].rules
 
     def leaves_for(self, phase: Phase) -> tuple[Leaf, ...]:
-        seen: dict[int, Leaf] = {}
-        for rule in self.rules_for(phase):
-            for leaf in leaves_of(rule.trigger):
-                seen[leaf.id] = leaf
-        return tuple(seen[i] for i in sorted(seen))
+        return self._plans[phase].leaves
 
     @cached_property
     def classifier_names(self) -> frozenset[str]:
