@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import threading
@@ -20,6 +21,7 @@ from checkstream.audit import (
     LogClosedError,
     LogCorruptError,
     LogInUseError,
+    canonical_json,
     verify_log,
 )
 from checkstream.audit.files import next_segment_path
@@ -295,7 +297,30 @@ def test_truncation_below_the_head_is_recorded_at_restart(tmp_path: Path) -> Non
     assert entries[2]["kind"] == "recovery"
     assert entries[2]["record"]["head"]["head_seq"] == 3
     bad = verify_log([path]).first_bad
-    assert bad is not None and bad.line == 3 and "records lost" in bad.reason
+    assert bad is not None and bad.line == 3 and "records missing" in bad.reason
+
+
+def test_a_rewritten_last_record_is_recorded_at_restart(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    with DecisionLog(path) as log:
+        for i in range(3):
+            log.append({"i": i})
+    # Without a key, an attacker can rewrite the last record with a fresh hash while the
+    # writer is down; the head file still names the original.
+    lines = path.read_bytes().splitlines(keepends=True)
+    entry = json.loads(lines[-1])
+    entry["record"] = {"i": 99}
+    body = {k: v for k, v in entry.items() if k != "hash"}
+    entry["hash"] = hashlib.sha256(canonical_json(body)).hexdigest()
+    path.write_bytes(b"".join(lines[:-1]) + canonical_json(entry) + b"\n")
+    with DecisionLog(path) as log:
+        log.append({"i": 3})
+    entries = _entries(path)
+    assert (
+        entries[3]["kind"] == "recovery" and "rewritten" in entries[3]["record"]["head"]["problem"]
+    )
+    bad = verify_log([path]).first_bad
+    assert bad is not None and bad.line == 4 and "rewritten" in bad.reason
 
 
 def test_no_raw_text_unless_the_record_carries_it(tmp_path: Path) -> None:

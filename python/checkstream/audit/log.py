@@ -307,10 +307,15 @@ class DecisionLog:
             head = self._checker.check_head(data)
         except EntryError as exc:
             return {"problem": f"head file unreadable: {exc}"}
-        if head.seq < self._seq:
+        if head.seq >= self._seq:
+            problem = "records missing: the head file names an entry past the end of the log"
+        elif head.seq == self._seq - 1 and head.hash != self._prev:
+            # The next head write would erase this evidence, so the chain keeps it.
+            problem = "the last record on disk is not the one the head file names (rewritten)"
+        else:
             return None
         return {
-            "problem": "records missing: the head file names an entry past the end of the log",
+            "problem": problem,
             "head_seq": head.seq,
             "head_hash": head.hash,
             "log_next_seq": self._seq,

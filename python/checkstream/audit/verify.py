@@ -204,8 +204,8 @@ def _verify_file(state: _State, file: Path, previous_file: str) -> None:
             if isinstance(head, dict) and "head_seq" in head:
                 raise _Fault(
                     line.number,
-                    f"records lost: the head file named seq {head['head_seq']} but the log had "
-                    f"ended at seq {head.get('log_next_seq', 0) - 1} (recorded at restart)",
+                    f"recorded at restart: {head.get('problem')} (head file: seq "
+                    f"{head['head_seq']}, log ended at seq {head.get('log_next_seq', 0) - 1})",
                 )
             state.recoveries.append(f"{file}:{line.number}: {json.dumps(entry.record)}")
         if state.head is not None and entry.seq == state.head.seq and entry.hash != state.head.hash:
