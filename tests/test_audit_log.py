@@ -381,3 +381,16 @@ def test_torn_first_line_of_a_freshly_rotated_file(tmp_path: Path) -> None:
     result = verify_log([path])
     assert result.ok, result.first_bad
     assert len(result.recoveries) == 1
+
+
+def test_crash_between_rotation_and_the_new_active_file(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    with DecisionLog(path, rotate_bytes=400) as log:
+        for i in range(4):
+            log.append({"i": i, "pad": "p" * 150})
+    path.rename(next_segment_path(path))  # renamed, and the process died before reopening
+    assert verify_log([path]).ok
+    with DecisionLog(path, rotate_bytes=400) as log:
+        log.append({"i": 4})
+    result = verify_log([path])
+    assert result.ok and result.records == 5 and not result.recoveries

@@ -86,6 +86,8 @@ def expand_paths(paths: Iterable[PathLike]) -> list[Path]:
             found = sorted(p for p in path.iterdir() if p.suffix == ".jsonl" and p.is_file())
         elif path.is_file():
             found = [*segment_paths(path), path]
+        elif segment_paths(path):  # a crash between rotating and starting the new active file
+            found = segment_paths(path)
         else:
             raise FileNotFoundError(f"no such log file or directory: {path}")
         for item in found:
