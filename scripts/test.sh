@@ -19,3 +19,4 @@ $PY -m mypy
 
 echo "== pytest"
 $PY -m pytest -q "$@"
+bash scripts/test_sidecar.sh

@@ -35,7 +35,9 @@ def safe_factors(req_temp: F64, safe_temp: F64) -> F64:
     target = np.where(np.isnan(safe_temp), req_temp, np.minimum(safe_temp, req_temp))
     with np.errstate(divide="ignore", invalid="ignore"):
         factor = np.where(req_temp > SAMPLING_EPS, target / req_temp, 1.0)
-    return np.where(target <= SAMPLING_EPS, 0.0, factor)
+    factor = np.where(target <= SAMPLING_EPS, 0.0, factor)
+    # Greedy requests: vLLM takes the argmax, which no transform here changes.
+    return np.where(req_temp > SAMPLING_EPS, factor, 1.0)
 
 
 def apply_safe_mode(

@@ -318,6 +318,7 @@ class GuardCore:
             self.events.record(
                 "safe_mode",
                 tag=self.tags[slot],
+                slot=slot,
                 risk=float(self.risk[slot]),
                 threshold=float(self.threshold[slot]),
                 at_token=int(self.generated[slot]),
