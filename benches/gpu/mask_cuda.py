@@ -216,6 +216,13 @@ class CudaCase:
         return entry
 
 
+def guarded(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    try:
+        return fn(*args)
+    except Exception as e:  # recorded in the summary; main() fails the run afterwards
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
 def gpu_run(args: argparse.Namespace) -> dict[str, Any]:
     import torch  # type: ignore[import-not-found, unused-ignore]
 
@@ -241,16 +248,18 @@ def gpu_run(args: argparse.Namespace) -> dict[str, Any]:
             case = CudaCase(torch, masker, batch, dtype, args.vocab, args.seed)
             res = out["results"]
             key = f"batch{batch}/{dname}"
+            # A failed check or error is recorded and the run goes on, so that one broken
+            # variant does not cost the others' figures; main() exits non-zero at the end.
             for name in ("pairs", "split", "flat"):
-                res[f"{key}/{name}"] = case.run(
-                    name, tokens, args.steps, args.warmup, args.check_every
+                res[f"{key}/{name}"] = guarded(
+                    case.run, name, tokens, args.steps, args.warmup, args.check_every
                 )
-            base = case.run("naive_per_row_loop", tokens, args.baseline_steps, 1, 1)
+            base = guarded(case.run, "naive_per_row_loop", tokens, args.baseline_steps, 1, 1)
             res[f"{key}/naive_per_row_loop"] = base
             for name in ("pairs", "split", "flat"):
-                res[f"{key}/{name}"]["speedup_vs_naive"] = round(
-                    base["median_us"] / res[f"{key}/{name}"]["median_us"], 1
-                )
+                entry = res[f"{key}/{name}"]
+                if "median_us" in entry and "median_us" in base:
+                    entry["speedup_vs_naive"] = round(base["median_us"] / entry["median_us"], 1)
     return out
 
 
@@ -284,6 +293,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if os.environ.get("OUT"):
         with open(os.path.join(os.environ["OUT"], "mask_cuda.json"), "w", encoding="utf-8") as f:
             f.write(text + "\n")
+    failed = [k for k, v in summary.get("results", {}).items() if "error" in v]
+    if failed:
+        raise SystemExit(f"failed: {failed}")
     return summary
 
 
