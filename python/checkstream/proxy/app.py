@@ -379,19 +379,32 @@ async def _stream_response(state: ProxyState, codec: Codec, session: GuardSessio
     async def translated() -> AsyncGenerator[bytes, None]:
         """Client bytes; raises on upstream failure (the caller turns it into an event)."""
         async for chunk in up.chunks():
-            for ev in parser.feed(chunk):
-                g0 = session.guard_seconds
-                out = await translator.on_event(ev)
-                m.guard_seconds.observe(session.guard_seconds - g0)
-                for b in out:
-                    yield b
-                if translator.done:
-                    return
-        for ev in parser.finish():
-            for b in await translator.on_event(ev):
-                yield b
+            # Everything one upstream read produced goes out as one write.
+            pending: list[bytes] = []
+            try:
+                for ev in parser.feed(chunk):
+                    g0 = session.guard_seconds
+                    pending += await translator.on_event(ev)
+                    m.guard_seconds.observe(session.guard_seconds - g0)
+                    if translator.done:
+                        break
+            except (SSEError, UpstreamProtocolError):
+                if pending:  # released text is final: deliver it before the error
+                    yield b"".join(pending)
+                raise
+            if pending:
+                yield b"".join(pending)
             if translator.done:
                 return
+        pending = []
+        for ev in parser.finish():
+            pending += await translator.on_event(ev)
+            if translator.done:
+                break
+        if pending:
+            yield b"".join(pending)
+        if translator.done:
+            return
         if not translator.done:
             raise UpstreamStreamError("upstream_closed", "upstream stream ended before its "
                                       "terminator" + (" (truncated event)"

@@ -480,7 +480,7 @@ class ReplayUpstream:
     """The replay server's state and its Quart app (``.app``)."""
 
     def __init__(self, recordings: Mapping[str, Recording] | None = None,
-                 *, default_faults: Faults | None = None) -> None:
+                 *, default_faults: Faults | None = None, record_timings: bool = False) -> None:
         self.recordings: dict[str, Recording] = dict(
             load_recordings() if recordings is None else recordings
         )
@@ -490,6 +490,9 @@ class ReplayUpstream:
         self.last_request: dict[str, Any] = {}
         self.last_headers: dict[str, str] = {}
         self.last_query: dict[str, str] = {}
+        self.record_timings = record_timings
+        # Benchmarks: monotonic send time of every event, by the request's fault ``key``.
+        self.timings: dict[str, list[float]] = {}
         self.app = self._build_app()
 
     def add_recording(self, rec: Recording) -> str:
@@ -596,6 +599,10 @@ class ReplayUpstream:
                     for n in self.recordings]
             return _json_response({"object": "list", "data": data}, 200)
 
+        @app.get("/_replay/timings/<key>")
+        async def timings(key: str) -> Response:
+            return _json_response(self.timings.pop(key, []), 200)
+
         @app.post("/v1/embeddings")
         async def embeddings() -> Response:
             body = await request.get_json(force=True)
@@ -618,6 +625,8 @@ class ReplayUpstream:
         self.stats.streams_started += 1
         rng = random.Random(faults.seed)
         completed = False
+        stamps = self.timings.setdefault(faults.key, []) \
+            if self.record_timings and faults.key else None
         try:
             for n, ev in enumerate(events):
                 if faults.close_after is not None and n == faults.close_after:
@@ -634,6 +643,8 @@ class ReplayUpstream:
                     yield b'data: {"id": "broken", "choices": [\n\n'
                 if faults.delay_ms and n:
                     await asyncio.sleep(faults.delay_ms / 1000)
+                if stamps is not None:
+                    stamps.append(time.monotonic())
                 if faults.split == "event":
                     yield ev
                 else:

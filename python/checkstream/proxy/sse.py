@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import codecs
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
+
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 MAX_EVENT_BYTES = 8 * 1024 * 1024
 """A single event larger than this is treated as a broken upstream, not buffered forever."""
@@ -84,33 +88,27 @@ class SSEParser:
             self._first = False
             if text.startswith("\ufeff"):
                 text = text[1:]
+        if self._pending_cr:
+            # The previous piece ended with CR; a LF starting this one belongs to it (CRLF).
+            self._pending_cr = False
+            if text.startswith("\n"):
+                text = text[1:]
+        if not text:
+            return []
+        buf = self._line + text
+        # Splitting in C (str.split / re.split) rather than a per-character loop: this runs for
+        # every upstream read of every stream.
+        lines = buf.split("\n") if "\r" not in buf else _NEWLINE.split(buf)
+        self._line = lines.pop()
+        if buf.endswith("\r"):
+            self._pending_cr = True
+        if len(self._line) > self._max:
+            raise SSEError(f"an SSE line exceeds {self._max} characters")
         events: list[SSEEvent] = []
-        start = 0
-        i = 0
-        n = len(text)
-        if self._pending_cr and n and text[0] == "\n":
-            start = i = 1
-        self._pending_cr = False
-        while i < n:
-            c = text[i]
-            if c == "\n" or c == "\r":
-                line = self._line + text[start:i]
-                self._line = ""
-                if c == "\r":
-                    if i + 1 < n:
-                        if text[i + 1] == "\n":
-                            i += 1
-                    else:
-                        self._pending_cr = True
-                ev = self._process_line(line)
-                if ev is not None:
-                    events.append(ev)
-                start = i + 1
-            i += 1
-        if start < n:
-            self._line += text[start:]
-            if len(self._line) > self._max:
-                raise SSEError(f"an SSE line exceeds {self._max} characters")
+        for line in lines:
+            ev = self._process_line(line)
+            if ev is not None:
+                events.append(ev)
         return events
 
     def _process_line(self, line: str) -> SSEEvent | None:
@@ -151,7 +149,7 @@ class SSEParser:
 def encode_event(data: str | Any, event: str | None = None) -> bytes:
     """One SSE event; ``data`` that is not a string is serialised as compact JSON."""
     if not isinstance(data, str):
-        data = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        data = _ENCODER.encode(data)
     head = f"event: {event}\n" if event else ""
     body = "".join(f"data: {line}\n" for line in data.split("\n"))
     return f"{head}{body}\n".encode()

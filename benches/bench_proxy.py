@@ -1,0 +1,303 @@
+"""Load harness for the proxy: N concurrent streams through four paths, side by side.
+
+  direct          client -> replay upstream
+  relay           client -> bare Python relay (Quart + Hypercorn + httpx, bytes copied) -> replay
+  proxy-plumbing  client -> checkstream proxy, guardrails disabled (parse, re-emit) -> replay
+  proxy-default   client -> checkstream proxy with the shipped default policy pack -> replay
+
+Each server runs in its own process (uvloop), the client (httpx, asyncio) in this one. The replay
+stamps the monotonic send time of every event; a client chunk's latency is its arrival time minus
+the send time of the latest upstream event sent before it (the event that triggered it), so the
+holdback's deliberate wait is not counted as plumbing cost; time to first token (TTFT) is
+measured separately and does include it. Paced runs (one event every --interval-ms) give
+latency; flood runs (no pacing) give chunks/s and proxy CPU per 1000 chunks.
+
+    .venv/bin/python benches/bench_proxy.py                 # 16 and 64 streams, ~1-2 minutes
+    .venv/bin/python benches/bench_proxy.py --streams 16,64,256 --write benches/RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import json
+import multiprocessing as mp
+import os
+import platform
+import socket
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKENS = [" word"] * 4 + [" caf\u00e9", " data", " \u65e5\u672c", " stream"]
+
+
+# ------------------------------------------------------------------ servers (child processes)
+def _relay_app(upstream: str) -> Any:
+    from quart import Quart, Response, request
+
+    app = Quart("relay")
+    app.config["RESPONSE_TIMEOUT"] = None
+    client = httpx.AsyncClient(timeout=httpx.Timeout(60.0),
+                               limits=httpx.Limits(max_connections=1000))
+
+    @app.post("/v1/chat/completions")
+    async def relay() -> Response:
+        body = await request.get_data()
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() in ("content-type", "x-replay-faults", "authorization")}
+        req = client.build_request("POST", upstream + "/v1/chat/completions", content=body,
+                                   headers=headers)
+        resp = await client.send(req, stream=True)
+
+        async def gen() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in resp.aiter_raw():
+                    yield chunk
+            finally:
+                await resp.aclose()
+
+        out = Response(gen(), status=resp.status_code,
+                       content_type=resp.headers.get("content-type"))
+        out.timeout = None
+        return out
+
+    return app
+
+
+def _serve(kind: str, upstream: str, port_q: Any) -> None:
+    from hypercorn.asyncio import serve
+
+    from checkstream.proxy.server import hypercorn_config, new_event_loop
+
+    if kind == "replay":
+        from checkstream.proxy.replay import Recording, ReplayUpstream
+
+        replay = ReplayUpstream(record_timings=True)
+        replay.add_recording(Recording.from_text("bench", TOKENS * 8))
+        app = replay.app
+    elif kind == "relay":
+        app = _relay_app(upstream)
+    else:
+        from checkstream.proxy.app import create_app
+        from checkstream.proxy.config import config_from_mapping
+
+        guard_on = kind == "proxy-default"
+        mapping = {
+            "backend": {"url": upstream + "/v1", "retry": {"max_attempts": 1}},
+            "policies": {"path": str(ROOT / "policies" / "default")},
+            "guardrails": {"ingress": {"enabled": guard_on}, "midstream": {"enabled": guard_on},
+                           "egress": {"enabled": guard_on}},
+        }
+        app = create_app(config_from_mapping(mapping, env={}))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(2048)
+    cfg = hypercorn_config(graceful_timeout=0.5)
+    cfg.bind = [f"fd://{sock.fileno()}"]
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    port_q.put(sock.getsockname()[1])
+    loop.run_until_complete(serve(app, cfg))
+
+
+@dataclass
+class Server:
+    kind: str
+    proc: Any
+    url: str
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start(kind: str, upstream: str = "") -> Server:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_serve, args=(kind, upstream, q), daemon=True)
+    proc.start()
+    port = q.get(timeout=60)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(url + "/v1/models" if kind != "relay" else url, timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    return Server(kind, proc, url)
+
+
+# ------------------------------------------------------------------ client
+@dataclass
+class StreamResult:
+    ttft: float
+    latencies: list[float] = field(default_factory=list)
+    chunks: int = 0
+
+
+async def one_stream(client: httpx.AsyncClient, base: str, replay: str, interval_ms: float,
+                     events: int) -> StreamResult:
+    from checkstream.proxy.sse import SSEParser
+
+    key = uuid.uuid4().hex
+    faults = {"key": key, "delay_ms": interval_ms}
+    body = {"model": "bench", "stream": True, "messages": [{"role": "user", "content": "go"}]}
+    parser = SSEParser()
+    t0 = time.monotonic()
+    ttft = float("nan")
+    arrivals: list[float] = []
+    async with client.stream("POST", base + "/v1/chat/completions", json=body,
+                             headers={"x-replay-faults": json.dumps(faults)}) as r:
+        async for raw in r.aiter_raw():
+            now = time.monotonic()
+            for ev in parser.feed(raw):
+                if ev.data.startswith("[DONE]"):
+                    continue
+                choices = json.loads(ev.data).get("choices") or []
+                if any((c.get("delta") or {}).get("content") for c in choices):
+                    arrivals.append(now)
+                    if ttft != ttft:
+                        ttft = now - t0
+    sends = (await client.get(replay + f"/_replay/timings/{key}")).json()
+    res = StreamResult(ttft=ttft, chunks=len(arrivals))
+    for a in arrivals:
+        i = bisect.bisect_right(sends, a) - 1
+        if i >= 0:
+            res.latencies.append(a - sends[i])
+    return res
+
+
+async def run_load(base: str, replay: str, n: int, interval_ms: float) -> tuple[
+        list[StreamResult], float]:
+    limits = httpx.Limits(max_connections=n + 8, max_keepalive_connections=n + 8)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(120.0), limits=limits) as client:
+        t0 = time.monotonic()
+        results = await asyncio.gather(*(one_stream(client, base, replay, interval_ms, 0)
+                                         for _ in range(n)))
+        return list(results), time.monotonic() - t0
+
+
+def pct(xs: list[float], p: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--streams", default="16,64")
+    ap.add_argument("--interval-ms", type=float, default=20.0)
+    ap.add_argument("--write", help="append/replace the proxy section of this RESULTS.md")
+    args = ap.parse_args(argv)
+    counts = [int(x) for x in args.streams.split(",")]
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+
+    replay = start("replay")
+    servers = {"direct": replay, "relay": start("relay", replay.url),
+               "proxy-plumbing": start("proxy-plumbing", replay.url),
+               "proxy-default": start("proxy-default", replay.url)}
+    rows: list[dict[str, Any]] = []
+    try:
+        for n in counts:
+            for path, srv in servers.items():
+                asyncio.run(run_load(srv.url, replay.url, min(n, 4), args.interval_ms))  # warm
+                paced, _ = asyncio.run(run_load(srv.url, replay.url, n, args.interval_ms))
+                cpu0 = srv.cpu_seconds() if path != "direct" else 0.0
+                flood, wall = asyncio.run(run_load(srv.url, replay.url, n, 0.0))
+                cpu = (srv.cpu_seconds() - cpu0) if path != "direct" else float("nan")
+                lat = [x for r in paced for x in r.latencies]
+                chunks = sum(r.chunks for r in flood)
+                rows.append({
+                    "streams": n, "path": path,
+                    "p50_ms": pct(lat, 50) * 1e3, "p99_ms": pct(lat, 99) * 1e3,
+                    "ttft_ms": statistics.median(r.ttft for r in paced) * 1e3,
+                    "chunks_s": chunks / wall,
+                    "cpu_ms_per_1k": cpu / max(chunks, 1) * 1e6 if cpu == cpu else float("nan"),
+                })
+                r = rows[-1]
+                print(f"n={n:4d} {path:15s} chunk p50 {r['p50_ms']:7.3f} ms  p99 "
+                      f"{r['p99_ms']:7.3f} ms  TTFT {r['ttft_ms']:7.1f} ms  "
+                      f"{r['chunks_s']:8.0f} chunks/s  CPU {r['cpu_ms_per_1k']:6.1f} ms/1k chunks",
+                      flush=True)
+    finally:
+        for srv in servers.values():
+            srv.proc.terminate()
+    table = render(rows, counts, args)
+    print(table)
+    if args.write:
+        write_section(Path(args.write), table)
+    return 0
+
+
+def render(rows: list[dict[str, Any]], counts: list[int], args: argparse.Namespace) -> str:
+    cmd = "  .venv/bin/python benches/bench_proxy.py " + " ".join(sys.argv[1:])
+    lines = [
+        "## Proxy (benches/bench_proxy.py)",
+        "",
+        f"Command:\n\n```\n{cmd.strip()}\n```",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs (shared with other jobs), "
+        f"Python {platform.python_version()}; servers in separate processes on loopback, "
+        f"uvloop; paced upstream: one chat chunk every {args.interval_ms:g} ms, "
+        f"{len(TOKENS) * 8} content chunks per stream.",
+        "",
+        "Per-chunk latency = client arrival - replay send time of the triggering upstream event "
+        "(includes the relay hop; the holdback's wait is not counted). Added = path - direct. "
+        "TTFT includes the holdback (16 tokens x interval for proxy-default). chunks/s and CPU "
+        "(server process, per 1000 client chunks) from unpaced flood runs.",
+        "",
+        "| streams | path | chunk p50 ms | chunk p99 ms | added p50 ms | added p99 ms | TTFT ms "
+        "| chunks/s | CPU ms/1k chunks |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n in counts:
+        base = next(r for r in rows if r["streams"] == n and r["path"] == "direct")
+        for r in (r for r in rows if r["streams"] == n):
+            lines.append(
+                f"| {n} | {r['path']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+                f"{r['p50_ms'] - base['p50_ms']:.3f} | {r['p99_ms'] - base['p99_ms']:.3f} | "
+                f"{r['ttft_ms']:.1f} | {r['chunks_s']:.0f} | {r['cpu_ms_per_1k']:.1f} |")
+        relay = next(r for r in rows if r["streams"] == n and r["path"] == "relay")
+        plumb = next(r for r in rows if r["streams"] == n and r["path"] == "proxy-plumbing")
+        ra = relay["p99_ms"] - base["p99_ms"]
+        pa = plumb["p99_ms"] - base["p99_ms"]
+        ratio = pa / ra if ra > 0 else float("nan")
+        lines.append("")
+        lines.append(f"{n} streams: proxy plumbing added p99 {pa:.3f} ms vs bare relay "
+                     f"{ra:.3f} ms (ratio {ratio:.2f}).")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, section: str) -> None:
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    head = "## Proxy (benches/bench_proxy.py)"
+    if head in text:
+        start = text.index(head)
+        nxt = text.find("\n## ", start + len(head))
+        text = text[:start] + section + (text[nxt + 1:] if nxt != -1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
