@@ -10,32 +10,31 @@
 //! byte) up to [`DFA_MAX_PHRASES`] phrases and its contiguous NFA above that, where the DFA's
 //! memory (states x byte classes) stops being worth it.
 //!
-//! # Two automata: word-start walks and a classic scan
-//! Most phrases are whole-word and begin with a word char, so they can only start where a word
-//! starts. Those go into an automaton searched *anchored*: a walk starts at each word start and
-//! dies (dead state) as soon as no phrase has that prefix, usually after a few bytes that sit in
-//! the automaton's hot, shallow states. The unanchored search instead follows failure links
-//! into deep, cold states on every byte; on a 10k-phrase set that cache traffic, not the
-//! instruction count, is what limits throughput (measured: about 2x). Phrases that may start
-//! anywhere (substring mode, or a phrase starting with a non-word char) use the classic
-//! unanchored scan. A stream keeps one `StateID` for the scan and a short list of live walks.
+//! # What the stream does per chunk
+//! 1. Normalise the chunk one code point at a time ([`crate::normalize`]) into a byte buffer,
+//!    noting which original char produced each normalised byte (implicit for ASCII chunks).
+//! 2. Step the automaton over that buffer in a tight loop that only records the positions of
+//!    match states. This is the same loop as the crate's own search; keeping bookkeeping out of
+//!    it is what makes the streamed matcher as fast as a plain scan.
+//! 3. Turn the recorded positions into matches: original offsets, and word boundaries read from
+//!    the normalised bytes around the match (the chunk, or a small history ring of the previous
+//!    chunks' last bytes). A whole-word match that ends the chunk waits in `pending` until the
+//!    next normalised char (or the end of the stream) decides its trailing boundary.
 //!
-//! # What the stream does per character
-//! Text is normalised one code point at a time ([`crate::normalize`]) and the normalised UTF-8
-//! bytes are stepped through the automata. A ring buffer remembers, for recent normalised byte
-//! positions, which original char produced them and whether the normalised char before was a
-//! word char; that gives each unanchored match its original start offset and its leading word
-//! boundary (a walk carries its own start). A whole-word match whose trailing boundary is still
-//! unknown waits in `pending` until the next normalised char (or the end of the stream) decides
-//! it. Matches are emitted sorted by `(end, start, phrase)`, and only once no undecided match
-//! could still sort before them, so that the concatenation of all `feed` results plus `finish`
-//! equals [`PhraseMatcher::find_all`].
+//! Matches are emitted sorted by `(end, start, phrase)`, and only once no undecided match could
+//! still sort before them, so that the concatenation of all `feed` results plus `finish` equals
+//! [`PhraseMatcher::find_all`].
+//!
+//! We also tried a second, anchored automaton walked from every word start for whole-word
+//! phrases (walks die early in shallow, cache-hot states). Measured on English prose it was
+//! ~1.6x *slower* than the single unanchored scan (more bookkeeping per word, no fewer cache
+//! misses), so it was dropped; see benches/RESULTS.md.
 //!
 //! # `pending`
-//! Each unanchored state is a trie node; its depth is the longest suffix of the normalised text
+//! Each automaton state is a trie node; its depth is the longest suffix of the normalised text
 //! that is a prefix of some phrase. We record the depth of every state at build time (walking
-//! each phrase once). `pending` (original chars that could still become part of a match) is the
-//! distance back to the earliest of: that suffix, a live walk's start, an undecided match.
+//! each phrase once), so `pending` (original chars that could still become part of a match) is one
+//! hash lookup plus one history lookup.
 
 use std::sync::Arc;
 
@@ -90,25 +89,10 @@ struct PhraseInfo {
     need_end: bool,
 }
 
-/// One compiled automaton over a subset of the phrases.
-#[derive(Debug)]
-struct Part<A> {
-    aut: A,
-    start: StateID,
-    /// Automaton pattern id -> phrase index.
-    phrase: Vec<u32>,
-}
-
 #[derive(Debug)]
 enum Engine {
-    Dfa {
-        scan: Option<Part<DFA>>,
-        walk: Option<Part<DFA>>,
-    },
-    Nfa {
-        scan: Option<Part<NFA>>,
-        walk: Option<Part<NFA>>,
-    },
+    Dfa(DFA),
+    Nfa(NFA),
 }
 
 /// An immutable compiled phrase set. Share it (`Arc`) between any number of streams/threads.
@@ -116,6 +100,7 @@ enum Engine {
 pub struct PhraseMatcher {
     normalizer: Normalizer,
     engine: Engine,
+    start: StateID,
     phrases: Vec<PhraseInfo>,
     normalized: Vec<String>,
     depth: FxHashMap<StateID, u32>,
@@ -142,26 +127,6 @@ impl PhraseMatcher {
         phrases: &[S],
         whole_word: WholeWord<'_>,
         leetspeak: bool,
-    ) -> Result<Self, CoreError> {
-        Self::build(phrases, whole_word, leetspeak, true)
-    }
-
-    /// Like [`PhraseMatcher::new`] but every phrase goes through the unanchored scan (no
-    /// word-start walks). Same results; kept for benchmarks and tests of the two strategies.
-    #[doc(hidden)]
-    pub fn new_scan_only<S: AsRef<str>>(
-        phrases: &[S],
-        whole_word: WholeWord<'_>,
-        leetspeak: bool,
-    ) -> Result<Self, CoreError> {
-        Self::build(phrases, whole_word, leetspeak, false)
-    }
-
-    fn build<S: AsRef<str>>(
-        phrases: &[S],
-        whole_word: WholeWord<'_>,
-        leetspeak: bool,
-        word_start_walks: bool,
     ) -> Result<Self, CoreError> {
         if phrases.is_empty() {
             return Err(CoreError::InvalidPattern("the phrase list is empty".into()));
@@ -226,55 +191,35 @@ impl PhraseMatcher {
             normalized.push(n);
         }
 
-        // Phrases that need a word start go to the anchored walk automaton, the rest to the scan.
-        let (walk_ids, scan_ids): (Vec<usize>, Vec<usize>) =
-            (0..infos.len()).partition(|&i| word_start_walks && infos[i].need_start);
-        let mut depth = FxHashMap::default();
         let engine = if normalized.len() <= DFA_MAX_PHRASES {
-            let build = |ids: &[usize], kind: StartKind| -> Result<Option<Part<DFA>>, CoreError> {
-                if ids.is_empty() {
-                    return Ok(None);
-                }
-                let aut = dfa::Builder::new()
+            Engine::Dfa(
+                dfa::Builder::new()
                     .match_kind(MatchKind::Standard)
-                    .start_kind(kind)
+                    .start_kind(StartKind::Unanchored)
                     .prefilter(false)
                     .byte_classes(true)
-                    .build(ids.iter().map(|&i| &normalized[i]))
-                    .map_err(build_error)?;
-                part(aut, ids, kind)
-            };
-            Engine::Dfa {
-                scan: build(&scan_ids, StartKind::Unanchored)?,
-                walk: build(&walk_ids, StartKind::Anchored)?,
-            }
+                    .build(&normalized)
+                    .map_err(build_error)?,
+            )
         } else {
-            let build = |ids: &[usize], kind: StartKind| -> Result<Option<Part<NFA>>, CoreError> {
-                if ids.is_empty() {
-                    return Ok(None);
-                }
-                let aut = nfa::contiguous::Builder::new()
+            Engine::Nfa(
+                nfa::contiguous::Builder::new()
                     .match_kind(MatchKind::Standard)
                     .prefilter(false)
                     .byte_classes(true)
-                    .build(ids.iter().map(|&i| &normalized[i]))
-                    .map_err(build_error)?;
-                part(aut, ids, kind)
-            };
-            Engine::Nfa {
-                scan: build(&scan_ids, StartKind::Unanchored)?,
-                walk: build(&walk_ids, StartKind::Anchored)?,
-            }
+                    .build(&normalized)
+                    .map_err(build_error)?,
+            )
         };
-        match &engine {
-            Engine::Dfa { scan: Some(p), .. } => state_depths(p, &normalized, &mut depth),
-            Engine::Nfa { scan: Some(p), .. } => state_depths(p, &normalized, &mut depth),
-            _ => {}
-        }
+        let (start, depth) = match &engine {
+            Engine::Dfa(a) => state_depths(a, &normalized)?,
+            Engine::Nfa(a) => state_depths(a, &normalized)?,
+        };
         let max_len = infos.iter().map(|p| p.len).max().unwrap_or(1);
         Ok(Self {
             normalizer,
             engine,
+            start,
             phrases: infos,
             normalized,
             depth,
@@ -304,20 +249,16 @@ impl PhraseMatcher {
     /// "dfa" or "nfa": which automaton was built.
     pub fn engine_kind(&self) -> &'static str {
         match self.engine {
-            Engine::Dfa { .. } => "dfa",
-            Engine::Nfa { .. } => "nfa",
+            Engine::Dfa(_) => "dfa",
+            Engine::Nfa(_) => "nfa",
         }
     }
 
     /// Approximate heap bytes held (automaton, depth table, normalised phrases).
     pub fn memory_usage(&self) -> usize {
-        fn mem<A: Automaton>(p: &Option<Part<A>>) -> usize {
-            p.as_ref()
-                .map_or(0, |p| p.aut.memory_usage() + p.phrase.capacity() * 4)
-        }
         let aut = match &self.engine {
-            Engine::Dfa { scan, walk } => mem(scan) + mem(walk),
-            Engine::Nfa { scan, walk } => mem(scan) + mem(walk),
+            Engine::Dfa(a) => a.memory_usage(),
+            Engine::Nfa(a) => a.memory_usage(),
         };
         let depth = self.depth.capacity() * (std::mem::size_of::<(StateID, u32)>() + 1);
         let phrases = self
@@ -344,259 +285,251 @@ impl PhraseMatcher {
     }
 }
 
-fn part<A: Automaton>(
-    aut: A,
-    ids: &[usize],
-    kind: StartKind,
-) -> Result<Option<Part<A>>, CoreError> {
-    let anchored = if kind == StartKind::Anchored {
-        Anchored::Yes
-    } else {
-        Anchored::No
-    };
-    let start = aut
-        .start_state(anchored)
-        .map_err(|e| CoreError::InvalidPattern(format!("automaton has no start state: {e}")))?;
-    Ok(Some(Part {
-        aut,
-        start,
-        phrase: ids.iter().map(|&i| i as u32).collect(),
-    }))
-}
-
-/// Walks every scan phrase from the start state and records the depth of each trie node.
+/// Walks every phrase from the start state and records the depth of each trie node.
 fn state_depths<A: Automaton>(
-    part: &Part<A>,
-    normalized: &[String],
-    depth: &mut FxHashMap<StateID, u32>,
-) {
-    depth.insert(part.start, 0u32);
-    for &i in &part.phrase {
-        let mut sid = part.start;
-        for (k, &b) in normalized[i as usize].as_bytes().iter().enumerate() {
-            sid = part.aut.next_state(Anchored::No, sid, b);
+    aut: &A,
+    phrases: &[String],
+) -> Result<(StateID, FxHashMap<StateID, u32>), CoreError> {
+    let start = aut
+        .start_state(Anchored::No)
+        .map_err(|e| CoreError::InvalidPattern(format!("automaton has no start state: {e}")))?;
+    let mut depth = FxHashMap::default();
+    depth.insert(start, 0u32);
+    for p in phrases {
+        let mut sid = start;
+        for (i, &b) in p.as_bytes().iter().enumerate() {
+            sid = aut.next_state(Anchored::No, sid, b);
             let d = depth.entry(sid).or_insert(0);
-            *d = (*d).max(k as u32 + 1);
+            *d = (*d).max(i as u32 + 1);
         }
     }
-}
-
-/// A live anchored walk that began at a word start.
-#[derive(Debug, Clone, Copy)]
-struct Walk {
-    sid: StateID,
-    /// Original char index of the word start.
-    start: usize,
-    /// Normalised byte position of the word start.
-    start_byte: usize,
+    Ok((start, depth))
 }
 
 /// Per-stream state, kept apart from the shared matcher so the two can be borrowed separately.
 #[derive(Debug, Clone)]
 struct Cursor {
-    /// State of the unanchored scan (unused when there is no scan automaton).
     state: StateID,
-    /// Live anchored walks, one per recent word start that is still a phrase prefix.
-    walks: Vec<Walk>,
+    /// Normalised bytes consumed.
     byte_pos: usize,
+    /// Original chars consumed.
     char_pos: usize,
-    /// For normalised byte positions that start a char: `orig_char << 1 | prev_char_is_word`.
-    ring: Box<[usize]>,
+    /// The last `mask + 1` normalised bytes and the original char each came from.
+    hist_byte: Box<[u8]>,
+    hist_orig: Box<[usize]>,
     mask: usize,
-    last_word: bool,
     /// Whole-word matches waiting for the next char; all end at the current position.
     pending: Vec<Match>,
     /// Decided matches not yet handed out (kept back while `pending` could sort before them).
     ready: Vec<Match>,
+    /// Per-chunk scratch: normalised bytes, their original chars (empty for ASCII chunks),
+    /// match-state positions, one code point's fold.
+    nbuf: Vec<u8>,
+    norig: Vec<usize>,
+    hits: Vec<(usize, StateID)>,
     scratch: Vec<char>,
+}
+
+/// Where the current chunk's normalised bytes are, for lookups by absolute byte position.
+struct Chunk<'a> {
+    base_byte: usize,
+    base_char: usize,
+    bytes: &'a [u8],
+    /// Empty when the chunk was ASCII (then byte k came from char `base_char + k`).
+    orig: &'a [usize],
 }
 
 impl Cursor {
     fn new(m: &PhraseMatcher) -> Self {
-        let cap = (m.max_len + 1).next_power_of_two().max(16);
-        let state = match &m.engine {
-            Engine::Dfa { scan: Some(p), .. } => p.start,
-            Engine::Nfa { scan: Some(p), .. } => p.start,
-            _ => StateID::ZERO,
-        };
+        // History must reach a match's start and the (up to 4-byte) char before it.
+        let cap = (m.max_len + 8).next_power_of_two();
         Self {
-            state,
-            walks: Vec::new(),
+            state: m.start,
             byte_pos: 0,
             char_pos: 0,
-            ring: vec![0usize; cap].into_boxed_slice(),
+            hist_byte: vec![0u8; cap].into_boxed_slice(),
+            hist_orig: vec![0usize; cap].into_boxed_slice(),
             mask: cap - 1,
-            last_word: false,
             pending: Vec::new(),
             ready: Vec::new(),
+            nbuf: Vec::new(),
+            norig: Vec::new(),
+            hits: Vec::new(),
             scratch: Vec::new(),
         }
     }
 
+    /// Long texts go through in blocks so the per-chunk buffers stay in cache.
     fn feed_str(&mut self, m: &PhraseMatcher, text: &str) {
-        match &m.engine {
-            Engine::Dfa { scan, walk } => self.feed_with(m, scan.as_ref(), walk.as_ref(), text),
-            Engine::Nfa { scan, walk } => self.feed_with(m, scan.as_ref(), walk.as_ref(), text),
+        const BLOCK: usize = 8 << 10;
+        let mut rest = text;
+        while !rest.is_empty() {
+            let mut cut = rest.len().min(BLOCK);
+            while !rest.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let (head, tail) = rest.split_at(cut);
+            match &m.engine {
+                Engine::Dfa(a) => self.feed_with(m, a, head),
+                Engine::Nfa(a) => self.feed_with(m, a, head),
+            }
+            rest = tail;
         }
     }
 
-    fn feed_with<A: Automaton>(
-        &mut self,
-        m: &PhraseMatcher,
-        scan: Option<&Part<A>>,
-        walk: Option<&Part<A>>,
-        text: &str,
-    ) {
+    /// Step 1: the chunk's normalised bytes (and their original chars unless ASCII).
+    fn normalize_chunk(&mut self, m: &PhraseMatcher, text: &str) -> usize {
         let table = m.normalizer.ascii_table();
-        let bytes = text.as_bytes();
-        let mut i = 0;
-        while i < bytes.len() {
-            let b = bytes[i];
-            if b < 0x80 {
-                let nb = table[b as usize];
-                let orig = self.char_pos;
-                self.char_pos += 1;
-                self.step(m, scan, walk, &[nb], orig, ASCII_WORD[nb as usize]);
-                i += 1;
+        self.nbuf.clear();
+        self.norig.clear();
+        if text.is_ascii() {
+            self.nbuf.extend(text.bytes().map(|b| table[b as usize]));
+            return text.len();
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut n = 0;
+        for c in text.chars() {
+            let orig = self.char_pos + n;
+            n += 1;
+            if c.is_ascii() {
+                self.nbuf.push(table[c as usize]);
+                self.norig.push(orig);
                 continue;
             }
-            let Some(c) = text[i..].chars().next() else {
-                break;
-            };
-            i += c.len_utf8();
-            let orig = self.char_pos;
-            self.char_pos += 1;
-            let mut scratch = std::mem::take(&mut self.scratch);
             scratch.clear();
             m.normalizer.fold_non_ascii(c, &mut scratch);
             for &nc in &scratch {
                 let mut buf = [0u8; 4];
-                let enc = nc.encode_utf8(&mut buf);
-                self.step(m, scan, walk, enc.as_bytes(), orig, is_word_char(nc));
+                let enc = nc.encode_utf8(&mut buf).as_bytes();
+                self.nbuf.extend_from_slice(enc);
+                self.norig.resize(self.norig.len() + enc.len(), orig);
             }
-            self.scratch = scratch;
         }
+        self.scratch = scratch;
+        n
     }
 
-    /// Steps one normalised char (its UTF-8 bytes) produced by original char `orig`.
-    #[inline(always)]
-    fn step<A: Automaton>(
-        &mut self,
-        m: &PhraseMatcher,
-        scan: Option<&Part<A>>,
-        walk: Option<&Part<A>>,
-        bytes: &[u8],
-        orig: usize,
-        is_word: bool,
-    ) {
-        if !self.pending.is_empty() {
-            self.resolve_pending(is_word);
+    fn feed_with<A: Automaton>(&mut self, m: &PhraseMatcher, aut: &A, text: &str) {
+        let chars = self.normalize_chunk(m, text);
+        let nbuf = std::mem::take(&mut self.nbuf);
+        let norig = std::mem::take(&mut self.norig);
+        let mut hits = std::mem::take(&mut self.hits);
+        let chunk = Chunk {
+            base_byte: self.byte_pos,
+            base_char: self.char_pos,
+            bytes: &nbuf,
+            orig: &norig,
+        };
+        if !self.pending.is_empty() && !nbuf.is_empty() {
+            self.resolve_pending(char_is_word_at(&nbuf, 0));
         }
-        let first = self.byte_pos;
-        self.byte_pos += bytes.len();
-        if let Some(p) = scan {
-            self.ring[first & self.mask] = (orig << 1) | usize::from(self.last_word);
-            let mut sid = self.state;
-            for &b in bytes {
-                sid = p.aut.next_state(Anchored::No, sid, b);
-            }
-            self.state = sid;
-            if p.aut.is_match(sid) {
-                self.collect_scan(m, p, sid, orig);
+
+        // Step 2: the tight loop.
+        hits.clear();
+        let mut sid = self.state;
+        for (k, &b) in nbuf.iter().enumerate() {
+            sid = aut.next_state(Anchored::No, sid, b);
+            if aut.is_match(sid) {
+                hits.push((k, sid));
             }
         }
-        if let Some(p) = walk {
-            if is_word && !self.last_word {
-                self.walks.push(Walk {
-                    sid: p.start,
-                    start: orig,
-                    start_byte: first,
-                });
-            }
-            if !self.walks.is_empty() {
-                self.step_walks(m, p, bytes, orig);
-            }
+        self.state = sid;
+
+        // Step 3: matches with offsets and word boundaries.
+        for &(k, sid) in &hits {
+            self.collect(m, aut, &chunk, k, sid);
         }
-        self.last_word = is_word;
+
+        // History for the next chunk; then advance.
+        let from = nbuf.len().saturating_sub(self.mask + 1);
+        for (k, &b) in nbuf.iter().enumerate().skip(from) {
+            let at = (chunk.base_byte + k) & self.mask;
+            self.hist_byte[at] = b;
+            self.hist_orig[at] = self.orig_at(&chunk, chunk.base_byte + k);
+        }
+        self.byte_pos += nbuf.len();
+        self.char_pos += chars;
+        self.nbuf = nbuf;
+        self.norig = norig;
+        self.hits = hits;
     }
 
-    fn step_walks<A: Automaton>(
-        &mut self,
-        m: &PhraseMatcher,
-        p: &Part<A>,
-        bytes: &[u8],
-        orig: usize,
-    ) {
-        let mut k = 0;
-        while k < self.walks.len() {
-            let mut sid = self.walks[k].sid;
-            for &b in bytes {
-                sid = p.aut.next_state(Anchored::Yes, sid, b);
-            }
-            if p.aut.is_dead(sid) {
-                self.walks.swap_remove(k);
-                continue;
-            }
-            self.walks[k].sid = sid;
-            if p.aut.is_match(sid) {
-                let w = self.walks[k];
-                self.collect_walk(m, p, sid, w, orig);
-            }
-            k += 1;
-        }
-    }
-
-    #[cold]
-    fn collect_walk<A: Automaton>(
-        &mut self,
-        m: &PhraseMatcher,
-        p: &Part<A>,
-        sid: StateID,
-        w: Walk,
-        orig: usize,
-    ) {
-        let walked = self.byte_pos - w.start_byte;
-        for k in 0..p.aut.match_len(sid) {
-            let pid = p.phrase[p.aut.match_pattern(sid, k).as_usize()] as usize;
-            let info = m.phrases[pid];
-            // Only phrases that start at the walk's word start (not shorter suffixes).
-            if info.len != walked {
-                continue;
-            }
-            self.decided_or_pending(info, w.start, orig, pid);
-        }
-    }
-
-    #[cold]
-    fn collect_scan<A: Automaton>(
-        &mut self,
-        m: &PhraseMatcher,
-        p: &Part<A>,
-        sid: StateID,
-        orig: usize,
-    ) {
-        for k in 0..p.aut.match_len(sid) {
-            let pid = p.phrase[p.aut.match_pattern(sid, k).as_usize()] as usize;
-            let info = m.phrases[pid];
-            let entry = self.ring[(self.byte_pos - info.len) & self.mask];
-            if info.need_start && entry & 1 == 1 {
-                continue;
-            }
-            self.decided_or_pending(info, entry >> 1, orig, pid);
+    #[inline]
+    fn byte_at(&self, c: &Chunk<'_>, pos: usize) -> u8 {
+        if pos >= c.base_byte {
+            c.bytes[pos - c.base_byte]
+        } else {
+            self.hist_byte[pos & self.mask]
         }
     }
 
     #[inline]
-    fn decided_or_pending(&mut self, info: PhraseInfo, start: usize, orig: usize, pid: usize) {
-        let found = Match {
-            end: orig + 1,
-            start,
-            phrase: pid,
-        };
-        if info.need_end {
-            self.pending.push(found);
+    fn orig_at(&self, c: &Chunk<'_>, pos: usize) -> usize {
+        if pos < c.base_byte {
+            self.hist_orig[pos & self.mask]
+        } else if c.orig.is_empty() {
+            c.base_char + (pos - c.base_byte)
         } else {
-            self.ready.push(found);
+            c.orig[pos - c.base_byte]
+        }
+    }
+
+    /// Whether the normalised char that ends just before byte `pos` is a word char.
+    fn word_before(&self, c: &Chunk<'_>, pos: usize) -> bool {
+        if pos == 0 {
+            return false;
+        }
+        let last = self.byte_at(c, pos - 1);
+        if last < 0x80 {
+            return ASCII_WORD[last as usize];
+        }
+        // Walk back to the lead byte (at most 4 bytes, all within the history).
+        let mut buf = [0u8; 4];
+        let mut n = 0;
+        while n < 4 && n < pos {
+            let b = self.byte_at(c, pos - 1 - n);
+            buf[3 - n] = b;
+            n += 1;
+            if b & 0xC0 != 0x80 {
+                break;
+            }
+        }
+        std::str::from_utf8(&buf[4 - n..])
+            .ok()
+            .and_then(|s| s.chars().next())
+            .is_some_and(is_word_char)
+    }
+
+    #[cold]
+    fn collect<A: Automaton>(
+        &mut self,
+        m: &PhraseMatcher,
+        aut: &A,
+        c: &Chunk<'_>,
+        k: usize,
+        sid: StateID,
+    ) {
+        let end_pos = c.base_byte + k + 1;
+        let end = self.orig_at(c, end_pos - 1) + 1;
+        for i in 0..aut.match_len(sid) {
+            let pid = aut.match_pattern(sid, i).as_usize();
+            let info = m.phrases[pid];
+            let start_pos = end_pos - info.len;
+            if info.need_start && self.word_before(c, start_pos) {
+                continue;
+            }
+            let found = Match {
+                end,
+                start: self.orig_at(c, start_pos),
+                phrase: pid,
+            };
+            if !info.need_end {
+                self.ready.push(found);
+            } else if k + 1 == c.bytes.len() {
+                self.pending.push(found);
+            } else if !char_is_word_at(c.bytes, k + 1) {
+                self.ready.push(found);
+            }
         }
     }
 
@@ -623,30 +556,43 @@ impl Cursor {
 
     fn finish(&mut self, out: &mut Vec<Match>) {
         self.resolve_pending(false);
-        self.walks.clear();
         self.take_ready(out);
     }
 
     fn pending_chars(&self, m: &PhraseMatcher) -> usize {
         let mut earliest = self.char_pos;
-        if !m.depth.is_empty() {
-            let depth = m
-                .depth
-                .get(&self.state)
-                .map_or(m.max_len, |&d| d as usize)
-                .min(self.byte_pos);
-            if depth > 0 {
-                earliest = earliest.min(self.ring[(self.byte_pos - depth) & self.mask] >> 1);
-            }
-        }
-        for w in &self.walks {
-            earliest = earliest.min(w.start);
+        let depth = m
+            .depth
+            .get(&self.state)
+            .map_or(m.max_len, |&d| d as usize)
+            .min(self.byte_pos);
+        if depth > 0 {
+            earliest = earliest.min(self.hist_orig[(self.byte_pos - depth) & self.mask]);
         }
         for p in &self.pending {
             earliest = earliest.min(p.start);
         }
         self.char_pos - earliest
     }
+}
+
+/// Whether the normalised char starting at `bytes[k]` is a word char.
+#[inline]
+fn char_is_word_at(bytes: &[u8], k: usize) -> bool {
+    let b = bytes[k];
+    if b < 0x80 {
+        return ASCII_WORD[b as usize];
+    }
+    let n = match b {
+        0xF0.. => 4,
+        0xE0.. => 3,
+        _ => 2,
+    };
+    bytes
+        .get(k..k + n)
+        .and_then(|s| std::str::from_utf8(s).ok())
+        .and_then(|s| s.chars().next())
+        .is_some_and(is_word_char)
 }
 
 /// One stream over a shared [`PhraseMatcher`].
@@ -886,17 +832,6 @@ mod tests {
         s.feed_bytes(b"\xa9 x").unwrap();
         assert_eq!(tuples(&s.finish().unwrap()), vec![(0, 4, 5)]);
         assert!(s.feed("more").is_err());
-    }
-
-    #[test]
-    fn word_start_walks_agree_with_the_plain_scan() {
-        let phrases = ["ab", "ab c", "b c", "-x", "c", "abc d", "d-"];
-        let text = "ab c abc d -x ab-c xab c d- b c";
-        for ww in [true, false] {
-            let walk = PhraseMatcher::new(&phrases, WholeWord::All(ww), false).unwrap();
-            let scan = PhraseMatcher::new_scan_only(&phrases, WholeWord::All(ww), false).unwrap();
-            assert_eq!(walk.find_all(text), scan.find_all(text), "whole_word={ww}");
-        }
     }
 
     #[test]
