@@ -336,3 +336,30 @@ def test_classifier_windows_cover_every_delta_before_release() -> None:
             break
     assert sg.stopped and "idiot" not in released
     assert [(c.start, c.end) for c in sg.checks] == [(0, 17)]
+
+
+def test_context_only_ingress_rule_fires_once_per_request() -> None:
+    g = guard(
+        "  - {name: tenant-note, phases: [ingress], trigger: {context: {tenant: acme}}, "
+        "actions: [{add_system_prompt: {text: acme house style}}]}\n"
+    )
+    result = g.ingress([ChatMessage("system", "s"), ChatMessage("user", "u")], CTX)
+    assert result.action == "modify" and result.system_additions == ["acme house style"]
+    assert [(h.rule, h.message_index) for h in result.hits] == [("tenant-note", None)]
+    other = RequestContext("r", "globex", "/v1", "m", {})
+    assert g.ingress([ChatMessage("user", "u")], other).action == "pass"
+
+
+def test_async_paths_match_sync() -> None:
+    g = guard(
+        "  - {name: tox, trigger: {classifier: {name: toxicity, label: toxic}}, actions: [stop]}\n"
+        "  - {name: d, trigger: {phrases: [fund]}, actions: [{inject_disclaimer: {text: Risk.}}]}\n"
+    )
+
+    async def run() -> tuple[str, str, bool, str]:
+        ing = await g.aingress([ChatMessage("user", "you moron")], CTX)
+        out = await g.acheck_output("a fund", CTX)
+        eg = await g.aegress("a fund", CTX)
+        return ing.action, out.text, out.stopped, eg.append
+
+    assert asyncio.run(run()) == ("block", "a fund", False, "\n\nRisk.")

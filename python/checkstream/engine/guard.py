@@ -103,14 +103,26 @@ class Guard:
         additions: list[str] = []
         all_firings: list[Firing] = []
         modified = False
+        plan = self.policy_set.plan("ingress")
+        context_only = {id(r) for r in plan.context_rules}
+        context_fired: set[int] = set()
         for index, (message, (events, found_checks)) in enumerate(
             zip(messages, scanned, strict=True)
         ):
             checks.extend(found_checks)
-            plan = self.policy_set.plan("ingress")
-            firings = order_firings(_fire_whole(plan, events, ctx, message.role))
+            firings = []
+            for firing in order_firings(_fire_whole(plan, events, ctx, message.role)):
+                rule_id = id(firing.rule)
+                if rule_id in context_only:
+                    # A rule on the request alone fires once per request, not once per message.
+                    if rule_id in context_fired:
+                        continue
+                    context_fired.add(rule_id)
+                firings.append(firing)
             all_firings.extend(firings)
-            hits.extend(f.hit("ingress", index) for f in firings)
+            hits.extend(
+                f.hit("ingress", None if id(f.rule) in context_only else index) for f in firings
+            )
             redactions = plan_redactions(firings)
             if redactions:
                 modified = True
