@@ -92,4 +92,5 @@ def engine(
         additional_config={"checkstream": checkstream_options(picks, events)},
     )
     yield Engine(llm, events, picks, tiny)
-    del llm
+    # Shut the engine's processes down while logging still works (not at interpreter exit).
+    llm.llm_engine.engine_core.shutdown()
