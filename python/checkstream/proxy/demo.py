@@ -22,6 +22,7 @@ import openai
 from checkstream.proxy.app import HEADER_REQUEST_ID, create_app
 from checkstream.proxy.config import config_from_mapping
 from checkstream.proxy.replay import ReplayUpstream
+from checkstream.proxy.runtime import shipped_policy_packs
 from checkstream.proxy.server import BackgroundServer
 
 
@@ -41,7 +42,8 @@ SAMPLES = (
            "How do I configure the client?"),
     Sample("Financial promotion", "openai-responses", "investment-advice",
            "Where should I put my savings?"),
-    Sample("Injected instruction echoed", "anthropic", "injection-echo",
+    Sample("Echoed injection (the injection pack judges prompts, so this passes)", "anthropic",
+           "injection-echo",
            "Summarise the attached web page."),
     Sample("Multi-byte text", "openai-chat", "multilingual",
            "Say good morning in a few languages."),
@@ -117,8 +119,8 @@ def main(*, width: int | None = None, policies: str | None = None,
     replay = ReplayUpstream()
     mapping: dict[str, Any] = {"backend": {"url": "http://placeholder/v1",
                                            "retry": {"max_attempts": 1}}}
-    if policies:
-        mapping["policies"] = {"path": str(Path(policies).resolve())}
+    packs = [Path(policies).resolve()] if policies else list(shipped_policy_packs())
+    mapping["policies"] = {"path": [str(p) for p in packs]}
     with BackgroundServer(replay.app, name="replay") as upstream:
         mapping["backend"]["url"] = upstream.url + "/v1"
         cfg = config_from_mapping(mapping, source="demo", env={})
@@ -129,8 +131,8 @@ def main(*, width: int | None = None, policies: str | None = None,
             out("=" * width)
             out("checkstream demo: the guardrail proxy in front of a REPLAY upstream (recorded "
                 "completions, no live model, no network, no API key).")
-            out(f"replay upstream {upstream.url}   proxy {proxy.url}   policy set "
-                f"{version[:16]}")
+            out(f"replay upstream {upstream.url}   proxy {proxy.url}")
+            out(f"policy packs: {', '.join(p.name for p in packs)} (set {version[:16]})")
             out("Each request is sent twice with the official SDKs: straight to the replay "
                 "(left) and through the proxy (right).")
             for s in SAMPLES:

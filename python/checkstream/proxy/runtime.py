@@ -32,6 +32,14 @@ def default_policy_paths() -> tuple[Path, ...]:
     )
 
 
+def shipped_policy_packs() -> tuple[Path, ...]:
+    """Every shipped pack, default first (default, fca-consumer-duty, pii-strict, ...)."""
+    default = default_policy_paths()[0]
+    others = sorted(p for p in default.parent.iterdir()
+                    if p.is_dir() and p != default and (p / "policy.yaml").exists())
+    return (default, *others)
+
+
 def policy_paths(cfg: PoliciesConfig) -> tuple[Path, ...]:
     return cfg.path or default_policy_paths()
 
