@@ -61,6 +61,11 @@ def run_proxy(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from checkstream.proxy.demo import main
+    try:
+        from checkstream.proxy.demo import main
+    except ImportError as exc:
+        print(f"checkstream demo needs the official SDKs ({exc.name} is missing): "
+              "pip install 'checkstream[demo]'", file=sys.stderr)
+        return 2
 
     return main(width=args.width or None, policies=args.policies)

@@ -169,6 +169,7 @@ class Upstream:
             out.setdefault("anthropic-version", "2023-06-01")
         out.update({k.lower(): v for k, v in self.backend.headers.items()})
         out["accept-encoding"] = "identity"  # the proxy must parse what it relays
+        out["content-type"] = "application/json"  # bodies are re-serialised JSON
         return out
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
