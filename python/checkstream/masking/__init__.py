@@ -5,15 +5,15 @@
 - ``load_banned_tokens`` reads the sidecar's ``banned_tokens_file`` (format in
   ``banned_file``);
 - ``compile_masker`` builds the Rust ``TokenMasker`` from either;
-- ``apply_pairs`` writes a step's (rows, token_ids) into numpy or torch logits in one
-  advanced-index write.
+- ``apply_pairs`` / ``apply_columns`` / ``apply_flat`` write a step's bans into numpy or
+  torch logits, one write each (see ``device`` for which is fastest where).
 """
 
 from __future__ import annotations
 
 from checkstream._core import TokenMasker
 from checkstream.masking.banned_file import FORMAT, load_banned_tokens, parse_banned_tokens
-from checkstream.masking.device import apply_pairs, pairs_to_device
+from checkstream.masking.device import apply_columns, apply_flat, apply_pairs, pairs_to_device
 from checkstream.masking.phrases import (
     BannedSequences,
     ExpansionOptions,
@@ -36,6 +36,8 @@ __all__ = [
     "Segmentations",
     "TokenMasker",
     "TokenSpelling",
+    "apply_columns",
+    "apply_flat",
     "apply_pairs",
     "compile_masker",
     "load_banned_tokens",
