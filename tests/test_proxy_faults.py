@@ -148,7 +148,7 @@ def test_5xx_after_retries_keeps_provider_shape(stack: LoopbackStack) -> None:
 
 def test_429_then_success_is_retried_before_the_first_byte(stack: LoopbackStack) -> None:
     texts = ""
-    for ch in client(stack, status=429, status_times=2, key="flaky-1", retry_after=0.01) \
+    for ch in client(stack, status=429, times=2, key="flaky-1", retry_after=0.01) \
             .chat.completions.create(model="weather", messages=MSG, stream=True):  # type: ignore[arg-type]
         texts += "".join(c.delta.content or "" for c in ch.choices)
     assert texts.startswith("London is mild")
@@ -240,3 +240,16 @@ def test_health_and_metrics(stack: LoopbackStack) -> None:
     assert ready["status"] == "ready" and ready["policy_versions"]["default"]
     text = httpx.get(stack.url + "/metrics").text
     assert "checkstream_requests_total" in text and "checkstream_errors_total" in text
+
+
+def test_stream_failing_before_its_first_event_is_retried(stack: LoopbackStack) -> None:
+    before = stack.state.metrics.registry.get_sample_value(
+        "checkstream_upstream_retries_total", {"reason": "upstream_closed"}) or 0.0
+    text = ""
+    for ch in client(stack, close_after=0, times=1, key="early-close-1").chat.completions.create(
+            model="weather", messages=MSG, stream=True):  # type: ignore[arg-type]
+        text += "".join(c.delta.content or "" for c in ch.choices)
+    assert text.startswith("London is mild")
+    after = stack.state.metrics.registry.get_sample_value(
+        "checkstream_upstream_retries_total", {"reason": "upstream_closed"})
+    assert after == before + 1

@@ -13,6 +13,7 @@ retried or reported with a status.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import logging
@@ -327,50 +328,64 @@ async def _guarded(state: ProxyState, codec: Codec, prefix: str | None) -> Respo
     deadline = time.monotonic() + state.config.server.timeout
     up_headers = rt.upstream.headers(_headers(),
                                      forward_credentials=not rt.tenant.authenticates)
-    try:
-        up = await rt.upstream.send("POST", codec.path, headers=up_headers,
-                                    body=json.dumps(body).encode(), deadline=deadline)
-    except UpstreamError as exc:
-        state.metrics.errors.labels(endpoint=codec.endpoint, kind=exc.kind).inc()
-        log.warning("request %s: %s", rid, exc.message)
-        state.metrics.requests.labels(codec.endpoint, ctx.tenant, str(stream),
-                                      str(exc.status)).inc()
-        return _error(codec, exc.status, exc.message, exc.kind, headers)
-    if up.status_code >= 400:
-        state.metrics.requests.labels(codec.endpoint, ctx.tenant, str(stream),
-                                      str(up.status_code)).inc()
-        return await _upstream_error_response(state, codec, up, rid)
-    is_sse = up.headers.get("content-type", "").startswith("text/event-stream")
-    if not stream or not is_sse:
-        if stream:
-            log.warning("request %s: stream requested, backend answered %s", rid,
-                        up.headers.get("content-type"))
+    payload = json.dumps(body).encode()
+    stream_attempts = rt.upstream.backend.retry.max_attempts
+    for attempt in range(1, stream_attempts + 1):
         try:
-            data = await up.read_json()
-        except UpstreamStreamError as exc:
+            up = await rt.upstream.send("POST", codec.path, headers=up_headers, body=payload,
+                                        deadline=deadline)
+        except UpstreamError as exc:
             state.metrics.errors.labels(endpoint=codec.endpoint, kind=exc.kind).inc()
             log.warning("request %s: %s", rid, exc.message)
-            return _error(codec, 502, exc.message, exc.kind, headers)
-        finally:
-            await up.aclose()
-        if not isinstance(data, dict):
-            return _error(codec, 502, "backend answered with a non-object JSON",
-                          "upstream_malformed", headers)
-        guarded = await codec.guard_response(session, data)
-        state.record(session, codec.endpoint)
-        state.metrics.requests.labels(codec.endpoint, ctx.tenant, "False", "200").inc()
-        state.metrics.request_seconds.labels(codec.endpoint).observe(time.perf_counter() - t0)
-        resp = Response(json.dumps(guarded, ensure_ascii=False), status=200,
-                        content_type="application/json")
-        for k, v in {**headers, HEADER_DECISION: session.action}.items():
-            resp.headers[k] = v
-        return resp
-    return await _stream_response(state, codec, session, body, up, headers, t0)
+            state.metrics.requests.labels(codec.endpoint, ctx.tenant, str(stream),
+                                          str(exc.status)).inc()
+            return _error(codec, exc.status, exc.message, exc.kind, headers)
+        if up.status_code >= 400:
+            state.metrics.requests.labels(codec.endpoint, ctx.tenant, str(stream),
+                                          str(up.status_code)).inc()
+            return await _upstream_error_response(state, codec, up, rid)
+        is_sse = up.headers.get("content-type", "").startswith("text/event-stream")
+        if stream and is_sse:
+            resp = await _stream_response(state, codec, session, body, up, headers, t0,
+                                          last_attempt=attempt == stream_attempts
+                                          or time.monotonic() >= deadline)
+            if resp is not None:
+                return resp
+            # The stream failed before its first event: nothing reached the client, so the
+            # whole exchange can be tried again.
+            await asyncio.sleep(rt.upstream.retry_delay(attempt))
+            continue
+        break
+    if stream:
+        log.warning("request %s: stream requested, backend answered %s", rid,
+                    up.headers.get("content-type"))
+    try:
+        data = await up.read_json()
+    except UpstreamStreamError as exc:
+        state.metrics.errors.labels(endpoint=codec.endpoint, kind=exc.kind).inc()
+        log.warning("request %s: %s", rid, exc.message)
+        return _error(codec, 502, exc.message, exc.kind, headers)
+    finally:
+        await up.aclose()
+    if not isinstance(data, dict):
+        return _error(codec, 502, "backend answered with a non-object JSON",
+                      "upstream_malformed", headers)
+    guarded = await codec.guard_response(session, data)
+    state.record(session, codec.endpoint)
+    state.metrics.requests.labels(codec.endpoint, ctx.tenant, "False", "200").inc()
+    state.metrics.request_seconds.labels(codec.endpoint).observe(time.perf_counter() - t0)
+    resp = Response(json.dumps(guarded, ensure_ascii=False), status=200,
+                    content_type="application/json")
+    for k, v in {**headers, HEADER_DECISION: session.action}.items():
+        resp.headers[k] = v
+    return resp
 
 
 async def _stream_response(state: ProxyState, codec: Codec, session: GuardSession,
                            body: dict[str, Any], up: UpstreamResponse, headers: dict[str, str],
-                           t0: float) -> Response:
+                           t0: float, *, last_attempt: bool = True) -> Response | None:
+    """The client's streaming response; None when the upstream failed before its first event
+    and another attempt is allowed."""
     rid = session.ctx.request_id
     m = state.metrics
     translator = codec.translator(session, body)
@@ -426,6 +441,10 @@ async def _stream_response(state: ProxyState, codec: Codec, session: GuardSessio
         await source.aclose()
         kind, message = failure
         m.errors.labels(endpoint=codec.endpoint, kind=kind).inc()
+        if not last_attempt:
+            m.retries.labels(reason=kind).inc()
+            log.info("request %s: %s before the first event; retrying", rid, kind)
+            return None
         m.requests.labels(codec.endpoint, session.ctx.tenant, "True", "502").inc()
         log.warning("request %s: %s before the first byte: %s", rid, kind, message)
         state.record(session, codec.endpoint)

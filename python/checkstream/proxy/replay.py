@@ -127,8 +127,8 @@ class Faults:
 
     status: int | None = None
     """Answer with this HTTP status (provider error JSON) instead of the completion."""
-    status_times: int | None = None
-    """Only the first N requests with the same ``key`` get ``status``; later ones succeed."""
+    times: int | None = None
+    """Only the first N requests with the same ``key`` get the faults; later ones are clean."""
     key: str = ""
     retry_after: float | None = None
     split: str = "event"
@@ -534,17 +534,19 @@ class ReplayUpstream:
             except Exception as exc:
                 return _json_response(err(400, f"replay: bad request: {exc}"), 400)
             self.last_request = body
-            if faults.status is not None:
+            if faults.times is not None:
                 self._fault_counts[faults.key] += 1
-                if faults.status_times is None or \
-                        self._fault_counts[faults.key] <= faults.status_times:
-                    headers = {}
-                    if faults.retry_after is not None:
-                        headers["retry-after"] = str(faults.retry_after)
-                    return _json_response(
-                        err(faults.status, f"replay: injected HTTP {faults.status}"),
-                        faults.status, headers,
-                    )
+                if self._fault_counts[faults.key] > faults.times:
+                    faults = Faults(key=faults.key, split=faults.split, seed=faults.seed,
+                                    delay_ms=faults.delay_ms)
+            if faults.status is not None:
+                headers = {}
+                if faults.retry_after is not None:
+                    headers["retry-after"] = str(faults.retry_after)
+                return _json_response(
+                    err(faults.status, f"replay: injected HTTP {faults.status}"),
+                    faults.status, headers,
+                )
             rid = f"replay-{endpoint}-{self.stats.requests}"
             if anthropic:
                 rid = f"msg_replay{self.stats.requests:06d}"

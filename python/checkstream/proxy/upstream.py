@@ -172,6 +172,9 @@ class Upstream:
         out["content-type"] = "application/json"  # bodies are re-serialised JSON
         return out
 
+    def retry_delay(self, attempt: int) -> float:
+        return self._delay(attempt, None)
+
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         r = self.backend.retry
         if retry_after:
