@@ -222,7 +222,18 @@ def main() -> None:
     ap.add_argument("--corpus-mb", type=float, default=4.0)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--write", action="store_true", help="update benches/RESULTS.md")
+    ap.add_argument(
+        "--dump",
+        type=Path,
+        help="only write the english phrases and corpus to DIR (for the Rust bench) and exit",
+    )
     args = ap.parse_args()
+    if args.dump:
+        en_text, en_phrases = english_corpus(random.Random(3), 10_000)
+        args.dump.mkdir(parents=True, exist_ok=True)
+        (args.dump / "phrases.txt").write_text("\n".join(en_phrases))
+        (args.dump / "corpus.txt").write_text(en_text)
+        return
 
     rng = random.Random(7)
     vocab = vocabulary(rng, 20_000)

@@ -166,6 +166,8 @@ def test_stop_discards_and_later_calls_raise() -> None:
 def test_bad_arguments_raise_clear_errors() -> None:
     with pytest.raises(InputError, match="holdback"):
         HoldbackBuffer(-1)
+    with pytest.raises(InputError, match="limit"):
+        HoldbackBuffer(2**40)
     h = HoldbackBuffer(0)
     h.hold_from(0)
     h.push("abc")

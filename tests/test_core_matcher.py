@@ -242,6 +242,21 @@ def test_invalid_utf8_is_an_error_and_leaves_the_stream_unchanged() -> None:
         t.feed("x")  # a partial code point is waiting for feed_bytes
 
 
+@pytest.mark.parametrize("pad", [8180, 8185, 8190, 8191, 8192, 16380])
+def test_long_texts_are_scanned_in_blocks_without_losing_matches(pad: int) -> None:
+    # find_all works through long texts in 8 KiB blocks; phrases straddle the block edge here.
+    phrases = ["kill him", "caf\u00e9 noir", "x"]
+    text = ("a " * (pad // 2)) + " kill him caf\u00e9 noir x \u00e9" * 3 + " K\u0456LL HIM"
+    whole = [True, True, True]
+    expected = reference(phrases, text, whole, False)
+    m = PhraseMatcher(phrases)
+    assert m.find_all(text) == expected
+    s = m.stream()
+    got = s.feed(text[:pad]) + s.feed(text[pad:]) + s.finish()
+    assert got == expected
+    assert len(expected) == 10
+
+
 def test_shared_by_threads() -> None:
     m = PhraseMatcher([f"word{i}" for i in range(2000)])
     text = " ".join(f"word{i}" for i in range(0, 4000, 3)) * 3

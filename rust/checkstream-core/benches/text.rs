@@ -1,8 +1,10 @@
 //! Std-only benchmark of the text hot path without Python in the way.
 //!
 //! `cargo bench -p checkstream-core --bench text -- [PHRASES_FILE CORPUS_FILE]`
-//! With no files it generates a corpus like benches/bench_matcher.py does (random words,
-//! 10k phrases of 1-3 words). Prints MB/s of: the `aho-corasick` crate's own overlapping
+//! With no files it generates a corpus like benches/bench_matcher.py's "synthetic" one (random
+//! words, 10k phrases of 1-3 words from the same vocabulary). For its "english" corpus, run
+//! `python benches/bench_matcher.py --dump target/textbench` and pass
+//! `target/textbench/phrases.txt target/textbench/corpus.txt`. Prints MB/s of: the `aho-corasick` crate's own overlapping
 //! search on the raw text (the floor of what any AC matcher on this data can do), our
 //! `find_all` (normalisation, whole-word, offsets), `normalize` alone, and 16-byte streaming.
 //! Times are the best of 5 batches (each at least 0.2 s of runs) in thread CPU time.

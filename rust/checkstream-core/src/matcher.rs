@@ -677,7 +677,7 @@ impl MatchStream {
                 (head, tail)
             }
             Err(e) => {
-                let at = e.valid_up_to() as isize - self.carry_len as isize;
+                let at = e.valid_up_to().saturating_sub(self.carry_len);
                 return Err(CoreError::InvalidArgument(format!(
                     "invalid UTF-8 at byte {at} of the chunk (stream position {} chars); \
                      the chunk was not consumed",
