@@ -122,6 +122,15 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.yaml", env={})
 
 
+def test_phase_timeouts_apply_to_listed_classifiers() -> None:
+    cfg = config_from_mapping({"policies": {"path": str(DEFAULT_PACK)}, "guardrails": {
+        "ingress": {"classifiers": ["prompt_injection", "toxicity"], "timeout_ms": 8},
+        "midstream": {"classifiers": ["toxicity"], "timeout_ms": 6}}}, env={})
+    registry = create_app(cfg).extensions["checkstream"].registry
+    assert registry.get("prompt_injection").timeout_ms == 8
+    assert registry.get("toxicity").timeout_ms == 6
+
+
 def test_unknown_classifier_is_a_startup_error() -> None:
     cfg = config_from_mapping({"policies": {"path": str(DEFAULT_PACK)}, "guardrails": {
         "midstream": {"classifiers": ["toxicity", "no_such_model"]}}}, env={})

@@ -197,10 +197,17 @@ def _checked_registry(config: ProxyConfig, registry: Any | None) -> Any | None:
 
         registry = load_registry()
     known = registry.names()
+    timeouts: dict[str, float] = {}
     for phase, name in listed:
         if name not in known:
             raise ConfigError(f"guardrails.{phase}.classifiers: unknown classifier {name!r}; "
                               f"the registry has {', '.join(sorted(known))}")
+        budget = float(getattr(g, phase).timeout_ms)
+        timeouts[name] = min(budget, timeouts.get(name, budget))
+    # A phase's timeout_ms is the budget of the classifiers it lists (past it, each resolves
+    # by its declared fail mode); listed in two phases, the tighter budget applies.
+    for name, budget in timeouts.items():
+        registry.get(name).timeout_ms = budget
     return registry
 
 

@@ -118,6 +118,8 @@ class BackendConfig(_Model):
 class IngressConfig(_Model):
     enabled: bool = True
     classifiers: tuple[str, ...] = ()
+    """Classifier names (checked against the registry at start-up; the policies decide when
+    each runs). ``timeout_ms`` becomes the time budget of each listed classifier."""
     timeout_ms: int = Field(default=8, ge=1)
 
 

@@ -273,7 +273,16 @@ class OpenAIResponsesCodec(Codec):
                                 {"type": "output_text", "text": ch.refusal.lstrip(),
                                  "annotations": []}]}
             else:
+                for si, summ in enumerate(item.get("summary") or []):
+                    if isinstance(summ, dict) and isinstance(summ.get("text"), str):
+                        ch = await _guard(session, ("text", iid, si), summ["text"], egress=False)
+                        summ["text"] = ch.released
+                        if ch.stopped:
+                            stopped = ch
+                            break
                 for ci, part in enumerate(item.get("content") or []):
+                    if stopped is not None:
+                        break
                     field = "refusal" if part.get("type") == "refusal" else "text"
                     if isinstance(part.get(field), str):
                         ch = await _guard(session, ("text", iid, ci), part[field],
