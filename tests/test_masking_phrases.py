@@ -24,6 +24,7 @@ CORPUS = [
     "the cat sat on the mat and the bomb squad came to defuse the bomb",
     "Bombs are loud. A bomber flew over. Kill the process, then kill the cat's toy.",
     "THE END. Killing time is fine; killjoy is a word. bombastic speech!",
+    "a naive plan, naively made",
 ] * 40
 
 
@@ -59,8 +60,11 @@ def wordpiece_uncased() -> Tokenizer:
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=300, special_tokens=["[UNK]", "[CLS]"])
+    trainer = trainers.WordPieceTrainer(vocab_size=300, special_tokens=["[UNK]", "[CLS]", "[PAD]"])
     tok.train_from_iterator(CORPUS, trainer)
+    # Sentence-embedding tokenizer.json files ship like this (all-MiniLM-L6-v2 pads to 128).
+    tok.enable_padding(length=32, pad_token="[PAD]", pad_id=tok.token_to_id("[PAD]"))
+    tok.enable_truncation(max_length=32)
     return tok
 
 
@@ -156,7 +160,24 @@ def test_wordpiece_spells_word_starts_and_continuations() -> None:
         # which the decoder glues back).
         assert tok.decode(list(seq)) == "kill the cat!"
         assert not special.intersection(seq)
+    tok.no_padding()
     assert tuple(tok.encode("kill the cat!", add_special_tokens=False).ids) in banned.sequences
+
+
+def test_wordpiece_phrases_are_normalised_like_the_vocabulary() -> None:
+    """BERT-style vocabularies hold lower-cased, accent-stripped words; padding settings in
+    the tokenizer must not leak [PAD] into sequences, nor be changed on the caller's object."""
+    tok = wordpiece_uncased()
+    banned = phrase_sequences(tok, ["Naïve"], ExpansionOptions(max_segmentations=4))
+    assert banned.sequences
+    assert {tok.decode(list(q)) for q in banned.sequences} == {"naive"}
+    pad = tok.token_to_id("[PAD]")
+    assert all(pad not in q for q in banned.sequences)
+    own_only = phrase_sequences(tok, ["kill the cat"], ExpansionOptions(max_segmentations=0))
+    assert own_only.sequences == (
+        (tok.token_to_id("kill"), tok.token_to_id("the"), tok.token_to_id("cat")),
+    )
+    assert tok.padding is not None and tok.truncation is not None
 
 
 def test_unknown_tokenizer_family_is_an_error_unless_only_own_encodings() -> None:

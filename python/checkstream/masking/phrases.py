@@ -114,6 +114,10 @@ def phrase_sequences(
     `spelling` can be passed to reuse the per-tokenizer index across calls.
     """
     opts = options or ExpansionOptions()
+    # A tokenizer.json may carry padding and truncation settings (sentence-embedding models
+    # pad to 128 with [PAD]); a phrase's encoding must be its tokens only, so a copy
+    # without them is used.
+    tokenizer = unpadded(tokenizer)
     if opts.max_segmentations > 0 and spelling is None:
         spelling = token_spelling(tokenizer)
     special = spelling.special_ids if spelling is not None else never_banned_ids(tokenizer)
@@ -138,6 +142,16 @@ def phrase_sequences(
                 sequences.append(q)
                 sources.append(phrase)
     return BannedSequences(tuple(sequences), tuple(sources), tuple(truncated))
+
+
+def unpadded(tokenizer: Tokenizer) -> Tokenizer:
+    """`tokenizer` itself, or a copy with padding and truncation turned off."""
+    if tokenizer.padding is None and tokenizer.truncation is None:
+        return tokenizer
+    copy = Tokenizer.from_str(tokenizer.to_str())
+    copy.no_padding()
+    copy.no_truncation()
+    return copy
 
 
 def _expand(

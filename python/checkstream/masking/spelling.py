@@ -57,6 +57,10 @@ class TokenSpelling:
     def target_bytes(self, tokenizer: Tokenizer, surface: str) -> bytes:
         """The bytes a token sequence must spell to produce `surface` in running text."""
         if self.family in ("wordpiece", "wordlevel"):
+            # Word-level vocabularies hold normalised words (BERT: lower-cased, accents
+            # stripped), so the phrase is normalised the same way before it is spelled.
+            if tokenizer.normalizer is not None:
+                surface = tokenizer.normalizer.normalize_str(surface)
             pre = tokenizer.pre_tokenizer
             words = (
                 [w for w, _ in pre.pre_tokenize_str(surface)]
