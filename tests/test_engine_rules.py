@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -363,3 +364,17 @@ def test_async_paths_match_sync() -> None:
         return ing.action, out.text, out.stopped, eg.append
 
     assert asyncio.run(run()) == ("block", "a fund", False, "\n\nRisk.")
+
+
+def test_long_non_streamed_text_is_scored_in_windows_covering_all_of_it() -> None:
+    g = guard(
+        "  - {name: tox, trigger: {classifier: {name: toxicity, label: toxic}}, actions: [stop]}\n"
+    )
+    text = "fine words here. " * 300 + "you idiot"
+    result = g.check_output(text, CTX)
+    assert result.stopped and result.hits[0].start is not None
+    spans = [(c.start, c.end) for c in result.checks]
+    assert all(end - start <= 1024 for start, end in spans)
+    assert spans[0][0] == 0 and spans[-1][1] == len(text)
+    assert all(b[0] < a[1] for a, b in itertools.pairwise(spans))  # overlapping: no gaps
+    assert result.hits[0].start >= spans[-1][0]

@@ -154,10 +154,24 @@ class Guard:
     # ---- midstream
 
     def stream(
-        self, ctx: RequestContext, *, holdback: int = 16, check_interval: int = 8, window: int = 64
+        self,
+        ctx: RequestContext,
+        *,
+        holdback: int = 16,
+        check_interval: int = 8,
+        window: int = 64,
+        window_chars: int = 1024,
     ) -> StreamGuard:
+        """One guard per output stream (choice / content block): ``holdback`` deltas are held;
+        classifiers run every ``check_interval`` deltas on the last ``window`` deltas (at most
+        ``window_chars`` characters a window)."""
         return StreamGuard(
-            self, ctx, holdback=holdback, check_interval=check_interval, window=window
+            self,
+            ctx,
+            holdback=holdback,
+            check_interval=check_interval,
+            window=window,
+            window_chars=window_chars,
         )
 
     def check_output(self, text: str, ctx: RequestContext) -> OutputResult:

@@ -9,6 +9,7 @@ buffer, ``redact`` redacts it, and only then is text released.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from typing import TYPE_CHECKING, TypedDict
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("checkstream.engine")
 PHASE: Phase = "midstream"
+# Characters of already-scored text a classifier window starts with, so that text cut into
+# several windows is never judged without what came just before it.
+WINDOW_CONTEXT = 128
 
 
 class _Window(TypedDict):
@@ -64,12 +68,15 @@ class StreamGuard:
         holdback: int = 16,
         check_interval: int = 8,
         window: int = 64,
+        window_chars: int = 1024,
     ) -> None:
         if holdback < 0 or check_interval < 1 or window < check_interval:
             raise ValueError(
                 "need holdback >= 0, check_interval >= 1 and window >= check_interval (so that "
                 "every delta is inside some classifier window)"
             )
+        if window_chars < 2 * WINDOW_CONTEXT:
+            raise ValueError(f"window_chars must be at least {2 * WINDOW_CONTEXT}")
         pset = guard.policy_set
         self.guard = guard
         self.ctx = ctx
@@ -77,6 +84,7 @@ class StreamGuard:
         self.check_interval = check_interval
         self.holdback = holdback
         self.window = window
+        self.window_chars = window_chars
         plan = pset.plan(PHASE)
         self._plan = plan
         self._phrase_ids = plan.phrase_ids
@@ -114,9 +122,7 @@ class StreamGuard:
             return _empty(self.stopped, self.stop_message)
         released, events = self._begin(delta)
         if self._classifier_due(final=False):
-            records, found = run_sync(self.guard.registry, self._classifiers, **self._window_args())
-            self._note_checks(records)
-            events += found
+            events += self._classify_sync()
         return self._complete(released, events, final=False)
 
     async def afeed(self, delta: str) -> StreamStep:
@@ -124,11 +130,7 @@ class StreamGuard:
             return _empty(self.stopped, self.stop_message)
         released, events = self._begin(delta)
         if self._classifier_due(final=False):
-            records, found = await run_async(
-                self.guard.registry, self._classifiers, **self._window_args()
-            )
-            self._note_checks(records)
-            events += found
+            events += await self._classify_async()
         return self._complete(released, events, final=False)
 
     def finish(self) -> StreamStep:
@@ -136,9 +138,7 @@ class StreamGuard:
             return _empty(self.stopped, self.stop_message)
         events = self._begin_finish()
         if self._classifier_due(final=True):
-            records, found = run_sync(self.guard.registry, self._classifiers, **self._window_args())
-            self._note_checks(records)
-            events += found
+            events += self._classify_sync()
         return self._complete("", events, final=True)
 
     async def afinish(self) -> StreamStep:
@@ -146,11 +146,7 @@ class StreamGuard:
             return _empty(self.stopped, self.stop_message)
         events = self._begin_finish()
         if self._classifier_due(final=True):
-            records, found = await run_async(
-                self.guard.registry, self._classifiers, **self._window_args()
-            )
-            self._note_checks(records)
-            events += found
+            events += await self._classify_async()
         return self._complete("", events, final=True)
 
     @property
@@ -198,13 +194,48 @@ class StreamGuard:
             return False
         return final or self._since_check >= self.check_interval
 
-    def _window_args(self) -> _Window:
-        start = self._deltas[0] if self._deltas else self._end
-        start = max(start, self._text_start)
-        text = self._text[start - self._text_start :]
+    def _windows(self) -> list[_Window]:
+        """The classifier windows covering every unchecked character.
+
+        Normally one: the last ``window`` deltas, at most ``window_chars`` characters. A huge
+        delta (a whole non-streamed answer) is cut into consecutive windows, so a model that
+        truncates its input never leaves the end of a long text unscored.
+        """
+        lo = max(self._deltas[0] if self._deltas else self._end, self._text_start)
+        out: list[_Window] = []
+        new_from = self._checked_to
+        while True:
+            end = min(self._end, new_from + self.window_chars - WINDOW_CONTEXT)
+            if self._end - end < WINDOW_CONTEXT:
+                end = self._end  # no sliver of a last window
+            start = max(lo, end - self.window_chars)
+            text = self._text[start - self._text_start : end - self._text_start]
+            out.append({"text": text, "phase": PHASE, "start": start, "end": end})
+            if end >= self._end:
+                break
+            new_from = end
         self._since_check = 0
         self._checked_to = self._end
-        return {"text": text, "phase": PHASE, "start": start, "end": self._end}
+        return out
+
+    def _classify_sync(self) -> list[LeafEvent]:
+        events: list[LeafEvent] = []
+        for window in self._windows():
+            records, found = run_sync(self.guard.registry, self._classifiers, **window)
+            self._note_checks(records)
+            events += found
+        return events
+
+    async def _classify_async(self) -> list[LeafEvent]:
+        windows = self._windows()
+        results = await asyncio.gather(
+            *(run_async(self.guard.registry, self._classifiers, **w) for w in windows)
+        )
+        events: list[LeafEvent] = []
+        for records, found in results:
+            self._note_checks(records)
+            events += found
+        return events
 
     def _note_checks(self, records: list[CheckRecord]) -> None:
         self.checks.extend(records)
