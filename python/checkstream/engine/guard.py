@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 from checkstream.engine.classify import group_by_classifier, run_async, run_sync
 from checkstream.engine.events import (
@@ -34,6 +34,7 @@ from checkstream.engine.types import (
     RequestContext,
     RuleHit,
 )
+from checkstream.policy.loader import RegistryLike, shipped_registry
 from checkstream.policy.models import (
     AddSystemPromptAction,
     InjectDisclaimerAction,
@@ -41,6 +42,7 @@ from checkstream.policy.models import (
     NotifyAction,
     StopAction,
 )
+from checkstream.policy.notify import Notifier, default_notifier
 from checkstream.policy.policyset import PhasePlan, PolicySet, holds
 
 log = logging.getLogger("checkstream.engine")
@@ -51,13 +53,18 @@ class Guard:
     """Applies one immutable :class:`PolicySet`. Safe to share across threads and requests."""
 
     def __init__(
-        self, policy_set: PolicySet, classifiers: Any | None = None, *, notifier: Any | None = None
+        self,
+        policy_set: PolicySet,
+        classifiers: RegistryLike | None = None,
+        *,
+        notifier: Notifier | None = None,
     ) -> None:
+        """``classifiers``: the registry the set's classifier triggers use (None: the shipped
+        one, loaded once per process, and only if the set names a classifier). ``notifier``:
+        where ``notify`` actions go (None: a process-wide background notifier)."""
         self.policy_set = policy_set
         if classifiers is None and policy_set.classifier_names:
-            from checkstream.classifiers import load_registry
-
-            classifiers = load_registry()
+            classifiers = shipped_registry()
         self.registry = classifiers
         if classifiers is not None:
             missing = policy_set.classifier_names - frozenset(classifiers.names())
@@ -289,8 +296,6 @@ class Guard:
                 elif isinstance(action, NotifyAction):
                     notifier = self.notifier
                     if notifier is None:
-                        from checkstream.policy.notify import default_notifier
-
                         notifier = default_notifier()
                     notifier.submit(action, hit, ctx, self.policy_set.version)
 

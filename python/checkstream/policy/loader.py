@@ -7,6 +7,7 @@ actions used in a phase where they cannot act. Nothing is skipped and nothing fa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -44,6 +45,16 @@ class RegistryLike(Protocol):
 
     def names(self) -> frozenset[str]: ...
     def get(self, name: str) -> Any: ...
+
+
+@functools.cache
+def shipped_registry() -> RegistryLike:
+    """The shipped classifier registry, loaded once per process (models are not reloaded on
+    every policy reload or Guard)."""
+    from checkstream.classifiers import load_registry
+
+    registry: RegistryLike = load_registry()
+    return registry
 
 
 def policy_files(paths: PolicyPaths) -> list[Path]:
@@ -382,9 +393,7 @@ class _Builder:
     ) -> RegistryLike:
         if self.registry is None:
             try:
-                from checkstream.classifiers import load_registry
-
-                self.registry = load_registry()
+                self.registry = shipped_registry()
             except Exception as exc:  # an unusable registry must fail the load, not skip the rule
                 raise self._err(
                     state,
