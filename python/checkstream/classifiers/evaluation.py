@@ -37,7 +37,8 @@ KEYWORD_BASELINE: dict[str, tuple[str, ...]] = {
 
 def keyword_score(classifier: str, text: str) -> float:
     lowered = text.lower()
-    return 1.0 if any(k in lowered for k in KEYWORD_BASELINE[classifier]) else 0.0
+    keywords = KEYWORD_BASELINE[classifier.removesuffix("_minilm")]
+    return 1.0 if any(k in lowered for k in keywords) else 0.0
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def load_eval_sets(data: Path) -> list[EvalSet]:
     def test(r: dict[str, Any]) -> bool:
         return bool(r.get("split") == "test")
 
-    return [
+    sets = [
         _set("toxicity", "output_chunks", chunks, "toxicity", independent=True,
              note="project-written 16-64 token chunks incl. Scunthorpe traps"),
         _set("toxicity", "pyrit_harm_test", harm, "label", independent=True,
@@ -141,6 +142,13 @@ def load_eval_sets(data: Path) -> list[EvalSet]:
         _set("harmful_output", "pyrit_harm_test", harm, "label", independent=False,
              note="held-out 25% of pyrit's human-scored responses"),
     ]  # fmt: skip
+    # The MiniLM tier ([minilm] extra) is evaluated on the same sets when it is loaded.
+    tier = [
+        EvalSet(s.classifier + "_minilm", s.name, s.texts, s.labels, s.independent, s.note)
+        for s in sets
+        if s.classifier in ("prompt_injection", "financial_advice")
+    ]
+    return sets + tier
 
 
 def evaluate(registry: ClassifierRegistry, sets: Sequence[EvalSet]) -> list[EvalRow]:

@@ -96,6 +96,11 @@ class OnnxTokenClassifier(OnnxClassifier):
     tokenizer_path: Path = field(default_factory=Path)
     max_tokens: int = 256
     add_special_tokens: bool = True
+    # ``pooling: mean`` turns a [batch, tokens, dim] output into L2-normalised sentence
+    # vectors; ``head_weights`` [dim, heads] and ``head_bias`` then give one logit per head.
+    pooling: Literal["none", "mean"] = "none"
+    head_weights: npt.NDArray[np.float32] | None = field(default=None, repr=False)
+    head_bias: npt.NDArray[np.float32] | None = field(default=None, repr=False)
     _tokenizer: Tokenizer | None = field(default=None, repr=False, compare=False)
 
     def load(self) -> None:
@@ -132,6 +137,12 @@ class OnnxTokenClassifier(OnnxClassifier):
         if self._feeds_token_types:
             feeds["token_type_ids"] = np.zeros_like(ids)
         (raw,) = self.session.run([self.output], feeds)
+        if self.pooling == "mean":
+            m = mask[:, :, None].astype(np.float32)
+            mean = (raw * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1.0)
+            raw = mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+        if self.head_weights is not None:
+            raw = raw @ self.head_weights + (0.0 if self.head_bias is None else self.head_bias)
         return self._to_scores(raw, len(texts))
 
 

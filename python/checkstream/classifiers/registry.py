@@ -8,11 +8,14 @@ did not load, a duplicate name or alias. Nothing degrades to a no-op scorer.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import json
 import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import regex
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -56,6 +59,8 @@ class OnnxSpec(_Common):
     threads: Annotated[int, Field(ge=1, le=64)] = 1
     max_tokens: Annotated[int, Field(ge=1, le=8192)] = 256
     add_special_tokens: bool = True
+    pooling: Literal["none", "mean"] = "none"
+    head: str | None = None  # JSON {"heads", "weights" [heads][dim], "bias"}: linear heads
 
     @model_validator(mode="after")
     def _check(self) -> OnnxSpec:
@@ -65,6 +70,8 @@ class OnnxSpec(_Common):
             raise ValueError("input 'string' takes no 'tokenizer'")
         if not self.output_index:
             raise ValueError("output_index must map at least one label to an output column")
+        if self.head and self.input != "tokens":
+            raise ValueError("'head' needs input 'tokens'")
         return self
 
 
@@ -91,6 +98,8 @@ Spec = Annotated[OnnxSpec | PiiSpec | PatternSpec, Field(discriminator="kind")]
 class RegistryFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: Literal[1] = 1
+    # Another registry file (relative to this one) whose classifiers this one adds to.
+    extends: str | None = None
     classifiers: dict[str, Spec]
 
 
@@ -149,7 +158,19 @@ class ClassifierRegistry:
 
 
 def _resolve(base: Path, rel: str, what: str, where: str) -> Path:
-    path = (base / rel).resolve() if not Path(rel).is_absolute() else Path(rel)
+    if rel.startswith("pkg:"):
+        # "pkg:package/file": a file inside an installed distribution (e.g. a model that an
+        # optional extra installs), found without importing the package.
+        package, _, inner = rel[4:].partition("/")
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ClassifierError(
+                f"{where}: {what} package {package!r} is not installed"
+                f" (pip install 'checkstream[minilm]' or the package itself)"
+            )
+        path = Path(next(iter(spec.submodule_search_locations))) / inner
+    else:
+        path = (base / rel).resolve() if not Path(rel).is_absolute() else Path(rel)
     if not path.is_file():
         raise ClassifierError(f"{where}: {what} file not found: {path}")
     return path
@@ -188,7 +209,12 @@ def _build(name: str, spec: Spec, base: Path, where: str) -> Classifier:
                 "tokenizer_path": tok,
                 "max_tokens": spec.max_tokens,
                 "add_special_tokens": spec.add_special_tokens,
+                "pooling": spec.pooling,
             }
+            if spec.head:
+                head_path = _resolve(base, spec.head, "head", where)
+                parts.append(head_path.read_bytes())
+                extra.update(_read_head(head_path, where))
             cls = OnnxTokenClassifier
         clf: Classifier = cls(
             labels=labels,
@@ -236,6 +262,18 @@ def _build(name: str, spec: Spec, base: Path, where: str) -> Classifier:
     )
 
 
+def _read_head(path: Path, where: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        weights = np.asarray(doc["weights"], dtype=np.float32).T  # -> [dim, heads]
+        bias = np.asarray(doc["bias"], dtype=np.float32)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ClassifierError(f"{where}: bad head file {path}: {exc}") from exc
+    if weights.ndim != 2 or bias.shape != (weights.shape[1],):
+        raise ClassifierError(f"{where}: head file {path}: weights/bias shapes do not match")
+    return {"head_weights": weights, "head_bias": bias}
+
+
 def _line_of(text: str, name: str) -> int | None:
     for lineno, line in enumerate(text.splitlines(), 1):
         if line.strip().startswith(f"{name}:"):
@@ -243,8 +281,9 @@ def _line_of(text: str, name: str) -> int | None:
     return None
 
 
-def load_registry(path: str | Path | None = None) -> ClassifierRegistry:
+def load_registry(path: str | Path | None = None, *, _depth: int = 0) -> ClassifierRegistry:
     """Load ``classifiers.yaml`` (None: the defaults shipped in the wheel)."""
+    depth = _depth
     file = Path(path) if path is not None else DEFAULT_CONFIG
     try:
         text = file.read_text(encoding="utf-8")
@@ -268,16 +307,25 @@ def load_registry(path: str | Path | None = None) -> ClassifierRegistry:
 
     classifiers: dict[str, Classifier] = {}
     aliases: dict[str, str] = {}
+    if parsed.extends is not None:
+        parent_path = (file.parent / parsed.extends).resolve()
+        if parent_path == file.resolve() or depth > 8:
+            raise ClassifierError(f"{file}: 'extends' loops back to {parent_path}")
+        parent = load_registry(parent_path, _depth=depth + 1)
+        classifiers.update(parent._classifiers)
+        aliases.update(parent._aliases)
     for name, spec in parsed.classifiers.items():
+        if name in classifiers or name in aliases:
+            raise ClassifierError(f"{file}: classifier {name!r} is already defined by 'extends'")
         line = _line_of(text, name)
         where = f"{file}" + (f" line {line}" if line else "") + f" classifier {name!r}"
         classifiers[name] = _build(name, spec, file.parent, where)
         for alias in spec.aliases:
-            if alias in parsed.classifiers or alias in aliases:
+            if alias in parsed.classifiers or alias in aliases or alias in classifiers:
                 raise ClassifierError(f"{where}: alias {alias!r} is already a name or alias")
             aliases[alias] = name
     registry = ClassifierRegistry(classifiers, aliases)
-    for entry in registry.describe():
+    for entry in registry.describe() if depth == 0 else ():
         log.info(
             "classifier %s kind=%s version=%s provider=%s aliases=%s",
             entry["name"], entry["kind"], entry["version"], entry["provider"], entry["aliases"],
