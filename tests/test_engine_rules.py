@@ -378,3 +378,17 @@ def test_long_non_streamed_text_is_scored_in_windows_covering_all_of_it() -> Non
     assert spans[0][0] == 0 and spans[-1][1] == len(text)
     assert all(b[0] < a[1] for a, b in itertools.pairwise(spans))  # overlapping: no gaps
     assert result.hits[0].start >= spans[-1][0]
+
+
+def test_long_prompt_is_classified_to_its_end() -> None:
+    g = guard(
+        "  - {name: tox, phases: [ingress], trigger: {classifier: {name: toxicity, label: toxic}},"
+        " actions: [stop]}\n"
+    )
+    long_doc = "a calm paragraph. " * 200 + "you moron"
+    result = g.ingress([ChatMessage("tool", long_doc)], CTX)
+    assert result.action == "block"
+    spans = [(c.start, c.end) for c in result.checks]
+    assert len(spans) > 1 and spans[-1][1] == len(long_doc)
+    assert all(end - start <= 1024 for start, end in spans)
+    assert result.hits[0].start is not None and result.hits[0].start > 1024

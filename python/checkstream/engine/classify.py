@@ -15,6 +15,27 @@ from checkstream.engine.events import LeafEvent
 from checkstream.engine.types import CheckRecord
 from checkstream.policy.policyset import ClassifierLeaf
 
+# Classifier inputs are cut to this many characters (models truncate to a few hundred tokens),
+# with this much overlap, so the end of a long prompt or answer is scored like its start.
+WINDOW_CHARS = 1024
+WINDOW_OVERLAP = 128
+
+
+def text_windows(
+    n: int, size: int = WINDOW_CHARS, overlap: int = WINDOW_OVERLAP
+) -> list[tuple[int, int]]:
+    """Overlapping ``[start, end)`` windows covering ``range(n)`` (one window if it fits)."""
+    if n <= size:
+        return [(0, n)]
+    out: list[tuple[int, int]] = []
+    start = 0
+    while True:
+        end = min(n, start + size)
+        out.append((start, end))
+        if end >= n:
+            return out
+        start = end - overlap
+
 
 def group_by_classifier(leaves: Sequence[ClassifierLeaf]) -> dict[str, tuple[ClassifierLeaf, ...]]:
     out: dict[str, list[ClassifierLeaf]] = {}

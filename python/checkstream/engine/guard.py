@@ -8,12 +8,13 @@ two cannot drift apart.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
 from typing import Literal
 
-from checkstream.engine.classify import group_by_classifier, run_async, run_sync
+from checkstream.engine.classify import group_by_classifier, run_async, run_sync, text_windows
 from checkstream.engine.events import (
     Firing,
     LeafEvent,
@@ -243,16 +244,18 @@ class Guard:
         groups = group_by_classifier(plan.classifiers)
         checks: list[CheckRecord] = []
         if groups and text:
-            checks, found = run_sync(
-                self.registry,
-                groups,
-                text,
-                phase=phase,
-                start=0,
-                end=len(text),
-                message_index=index,
-            )
-            events.extend(found)
+            for start, end in text_windows(len(text)):
+                found_checks, found = run_sync(
+                    self.registry,
+                    groups,
+                    text[start:end],
+                    phase=phase,
+                    start=start,
+                    end=end,
+                    message_index=index,
+                )
+                checks.extend(found_checks)
+                events.extend(found)
         return events, checks
 
     async def _scan_async(
@@ -263,16 +266,23 @@ class Guard:
         groups = group_by_classifier(plan.classifiers)
         checks: list[CheckRecord] = []
         if groups and text:
-            checks, found = await run_async(
-                self.registry,
-                groups,
-                text,
-                phase=phase,
-                start=0,
-                end=len(text),
-                message_index=index,
+            results = await asyncio.gather(
+                *(
+                    run_async(
+                        self.registry,
+                        groups,
+                        text[start:end],
+                        phase=phase,
+                        start=start,
+                        end=end,
+                        message_index=index,
+                    )
+                    for start, end in text_windows(len(text))
+                )
             )
-            events.extend(found)
+            for found_checks, found in results:
+                checks.extend(found_checks)
+                events.extend(found)
         return events, checks
 
     def side_effects(
