@@ -68,6 +68,14 @@ def test_explain_shows_rules_spans_and_regulations(capsys: pytest.CaptureFixture
     assert main(["policy", "explain", str(ROOT / "default"), "--meta", "novalue", "x"]) == 1
 
 
+def test_test_command_can_also_stream_cases(capsys: pytest.CaptureFixture[str]) -> None:
+    pack = ROOT / "pii-strict"
+    args = ["policy", "test", str(pack), "--cases", str(pack / "cases.yaml")]
+    assert main([*args, "--stream-chunk", "1", "--stream-chunk", "7"]) == 0
+    assert "0 failed" in capsys.readouterr().out
+    assert main([*args, "--stream-chunk", "0"]) == 1
+
+
 def test_console_script_exit_codes(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("checkstream")
     ok = subprocess.run(

@@ -29,6 +29,15 @@ def add_commands(subparsers: Any) -> None:
         metavar="CASES.yaml",
         help="cases file (repeatable)",
     )
+    test.add_argument(
+        "--stream-chunk",
+        type=int,
+        action="append",
+        default=[],
+        metavar="CHARS",
+        help="also stream output cases in CHARS-character deltas; must decide the same "
+        "(repeatable)",
+    )
     test.set_defaults(func=_test)
 
     explain = sub.add_parser("explain", help="show which rules fire on a text, where and why")
@@ -77,9 +86,22 @@ def _test(args: argparse.Namespace) -> int:
         cases = [(path, case) for path in args.cases for case in load_cases(path)]
     except (PolicyError, ValueError) as exc:
         return _err(exc)
+    if any(size < 1 for size in args.stream_chunk):
+        return _err(ValueError("--stream-chunk must be at least 1"))
     failed = 0
     for path, case in cases:
         result = run_case(guard, case)
+        if result.ok and case.phase == "output":
+            text = case.input or ""
+            for size in args.stream_chunk:
+                chunks = [text[i : i + size] for i in range(0, len(text), size)]
+                streamed = run_case(guard, case, chunks=chunks)
+                if not streamed.ok:
+                    result = streamed
+                    result.problems = [
+                        f"streamed in {size}-char deltas: {p}" for p in streamed.problems
+                    ]
+                    break
         if result.ok:
             print(f"PASS {Path(path).name}: {case.name}")
         else:
