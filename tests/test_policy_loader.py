@@ -278,6 +278,19 @@ def test_valid_file_with_every_trigger_and_shorthand(tmp_path: Path) -> None:
             "actions",
             "missing required field 'actions'",
         ),
+        (
+            """
+      - name: r1
+        phases: [midstream]
+        roles: [user]
+        trigger: {phrases: [x]}
+        actions: [log]
+""",
+            "roles",
+            "r1",
+            "roles",
+            "roles only apply to the ingress phase",
+        ),
     ],
 )
 def test_each_load_error_names_file_line_rule_field(

@@ -205,6 +205,10 @@ class _Builder:
     ) -> None:
         where = ("rules", index)
         phases = self._phases(state, policy, index, rule)
+        if rule.roles is not None and "ingress" not in phases:
+            raise self._err(
+                state, (*where, "roles"), rule.name, "roles only apply to the ingress phase"
+            )
         trigger = self._compile(
             state, rule.name, rule.trigger, (*where, "trigger"), base_dir, resolved
         )
@@ -311,11 +315,11 @@ class _Builder:
             try:
                 compiled = regex.compile(trig.pattern.regex, flags)
             except regex.error as exc:
+                # The long form's `regex:` line if there is one, else the `pattern:` line.
+                where = (*here, "regex") if (*here, "regex") in state.lines.lines else here
                 raise self._err(
                     state,
-                    (*here, "regex")
-                    if isinstance(state.lines.lines.get((*here, "regex")), int)
-                    else here,
+                    where,
                     rule,
                     f"bad regex: {exc}",
                 ) from None
