@@ -41,6 +41,8 @@ def run_proxy(args: argparse.Namespace) -> int:
         cfg = cfg.model_copy(update={"server": server})
         logging.basicConfig(level=cfg.telemetry.log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # httpx logs every upstream request at INFO; the proxy logs what matters itself.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         from checkstream.proxy.app import create_app
 
         app = create_app(cfg)
