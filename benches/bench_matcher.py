@@ -242,6 +242,18 @@ def main() -> None:
     en_text, en_phrases = english_corpus(random.Random(3), 10_000)
     rows = stream_rows("synthetic", text, phrases, args.repeat)
     rows += stream_rows("english", en_text, en_phrases, args.repeat)
+    # The synthetic corpus and phrases with a-z mapped to Cyrillic letters (2 bytes each).
+    cyr = str.maketrans(LETTERS, "абвгдежзийклмнопрстуфхцчшщ")
+    cy_text = text[: len(text) // 2].translate(cyr)
+    cy_phrases = [p.translate(cyr) for p in phrases]
+    cy_m = PhraseMatcher(cy_phrases)
+    cy_mb = len(cy_text.encode()) / 1e6
+    t_cy = best(lambda: cy_m.find_all(cy_text), args.repeat)
+    t_cy_norm = best(lambda: Normalizer().normalize(cy_text), args.repeat)
+    rows.append(
+        ("cyrillic (synthetic, transliterated): `find_all`", f"{cy_mb / t_cy:.0f} MB/s", "")
+    )
+    rows.append(("cyrillic: `Normalizer.normalize` alone", f"{cy_mb / t_cy_norm:.0f} MB/s", ""))
     text_na = make_corpus(rng, vocab, phrases, int(args.corpus_mb * 1e6), non_ascii=True)
     m = PhraseMatcher(phrases)
     t_na = best(lambda: m.find_all(text_na), args.repeat)
