@@ -334,3 +334,81 @@ def test_blocked_phrase_is_masked_inside_tool_arguments_only(
     builder.added.extend([(0, on(), inside + seq[:-1], []), (1, on(), outside + seq[:-1], [])])
     logits = step(proc, builder, 2, ids["vocab"])
     assert banned_b(logits, seq[-1]) == [True, False]
+
+
+def test_general_plugin_refuses_speculative_decoding_on_the_v1_runner(
+    config: Any, make_config: Callable[..., Any]
+) -> None:
+    """vLLM's V1 ``build_logitsprocs`` drops entry-point processors when speculating; the
+    checkstream general plugin (loaded by vLLM in every process) turns that into a refusal."""
+    from vllm.plugins import load_plugins_by_group
+    from vllm.v1.worker import gpu_model_runner
+
+    plugins = load_plugins_by_group("vllm.general_plugins")
+    assert "checkstream" in plugins
+    plugins["checkstream"]()
+    speculative = copy.copy(config)
+    object.__setattr__(speculative, "speculative_config", SimpleNamespace(method="ngram"))
+    with pytest.raises(RuntimeError, match="speculative decoding is enabled"):
+        gpu_model_runner.build_logitsprocs(speculative, torch.device("cpu"), False, False)
+    # Without checkstream configured, vLLM's own behaviour is unchanged.
+    plain = copy.copy(make_config(None))
+    object.__setattr__(plain, "speculative_config", SimpleNamespace(method="ngram"))
+    built = gpu_model_runner.build_logitsprocs(plain, torch.device("cpu"), False, False)
+    assert [type(p).__name__ for p in built.all] == ["MinTokensLogitsProcessor"]
+    # And without speculation, checkstream is built with the other processors.
+    normal = gpu_model_runner.build_logitsprocs(config, torch.device("cpu"), False, False)
+    assert "CheckstreamLogitsProcessor" in [type(p).__name__ for p in normal.all]
+
+
+POLICY = r"""
+name: sidecar-reactive
+version: "1"
+rules:
+  - name: stop-kalo
+    phases: [midstream]
+    trigger: {pattern: '\bkalo\b'}
+    actions: [stop]
+  - name: cool-mite
+    phases: [midstream]
+    trigger: {pattern: '\bmite\b'}
+    actions: [{adapt_decoding: {temperature: 0.2, top_p: 0.5}}]
+"""
+
+
+def test_reactive_layer_adapts_then_stops_with_end_of_sequence(
+    make_config: Callable[..., Any], tiny: TinyModel, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Patterns cannot be token-masked; the policy engine judges the detokenised output."""
+    from tokenizers import Tokenizer
+
+    folder = tmp_path_factory.mktemp("policy")
+    (folder / "policy.yaml").write_text(POLICY)
+    cfg = make_config(
+        {
+            "requests": "opt_in",
+            "policies": {"path": str(folder / "policy.yaml")},
+            "guardrails": {"reactive": {"holdback_size": 2, "check_interval": 2}},
+        }
+    )
+    proc = CheckstreamLogitsProcessor(cfg, torch.device("cpu"), False)
+    assert proc.core is not None and proc.core.reactive is not None
+    eos = int(proc.core.eos_ids[0])
+    tok = Tokenizer.from_file(str(tiny.path / "tokenizer.json"))
+    vocab = tok.get_vocab_size()
+    out: list[int] = []
+    builder = BatchUpdateBuilder()
+    builder.added.append((0, on(checkstream_tag="r1"), [5], out))
+    step(proc, builder, 1, vocab)
+    for t in tok.encode(" so mite so so so", add_special_tokens=False).ids:
+        out.append(t)
+        proc.apply(torch.zeros(1, vocab))
+    safe = [e for e in proc.core.events.records if e["event"] == "safe_mode"]
+    assert safe and safe[0]["source"] == "policy" and safe[0]["temperature"] == 0.2
+    assert not proc.core.stop[0]
+    for t in tok.encode(" then kalo so so so so", add_special_tokens=False).ids:
+        out.append(t)
+        logits = proc.apply(torch.zeros(1, vocab))
+    stops = [e for e in proc.core.events.records if e["event"] == "reactive_stop"]
+    assert stops and stops[0]["rules"] == ["stop-kalo"] and stops[0]["tag"] == "r1"
+    assert torch.isfinite(logits[0]).nonzero().flatten().tolist() == [eos]

@@ -16,8 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ALLOWED_RECIPIENT, checkstream_options
 from tinymodel import Picks, TinyModel
+
+from conftest import ALLOWED_RECIPIENT, checkstream_options
 
 
 def free_port() -> int:
@@ -27,7 +28,9 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tiny: TinyModel, picks: Picks, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(
+    tiny: TinyModel, picks: Picks, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     port = free_port()
     events = tmp_path_factory.mktemp("server") / "events.jsonl"
     log = (tmp_path_factory.mktemp("server-log") / "server.log").open("w")

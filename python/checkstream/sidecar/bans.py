@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -46,25 +46,35 @@ class PolicyDerived:
 def from_policy_set(policy_set: PolicySet) -> PolicyDerived:
     """Phrase rules the sidecar can enforce in the sampler.
 
-    A rule whose whole trigger is a phrase list and that stops or redacts midstream, in enforce
-    mode, is a ban; a phrase rule with ``adapt_decoding`` is a risk signal, and its action's
-    values become safe mode (the most conservative one when several rules give one).
+    A rule that fires on any one of its phrases (a phrase list, or phrase lists under ``any``)
+    and stops or redacts midstream, in enforce mode, is a ban; such a rule with
+    ``adapt_decoding`` is a risk signal, and its action's values become safe mode (the most
+    conservative one when several rules give one).
     """
-    from checkstream.policy.policyset import PhraseLeaf
+    from checkstream.policy.policyset import AnyNode, PhraseLeaf
+
+    def sufficient_phrases(node: Any) -> list[str]:
+        """Phrases any one of which fires the trigger on its own (through ``any`` only)."""
+        if isinstance(node, PhraseLeaf):
+            return list(node.terms)
+        if isinstance(node, AnyNode):
+            return [t for child in node.children for t in sufficient_phrases(child)]
+        return []
 
     bans: list[str] = []
     risks: list[str] = []
     temps: list[float] = []
     top_ps: list[float] = []
     for rule in policy_set.rules_for("midstream"):
-        if not isinstance(rule.trigger, PhraseLeaf) or rule.mode != "enforce":
+        terms = sufficient_phrases(rule.trigger)
+        if not terms or rule.mode != "enforce":
             continue
         kinds = rule.action_kinds
         if "stop" in kinds or "redact" in kinds:
-            bans.extend(rule.trigger.terms)
+            bans.extend(terms)
         adapt = rule.action("adapt_decoding")
         if adapt is not None:
-            risks.extend(rule.trigger.terms)
+            risks.extend(terms)
             temperature = getattr(adapt, "temperature", None)
             top_p = getattr(adapt, "top_p", None)
             if temperature is not None:

@@ -33,12 +33,14 @@ import numpy.typing as npt
 from checkstream.masking.device import apply_pairs
 from checkstream.sidecar.adaptive import apply_safe_mode
 from checkstream.sidecar.config import EngineOptions
+from checkstream.sidecar.reactive import ReactiveLayer, ReactiveResult
 from checkstream.sidecar.requests import RequestOptions
 from checkstream.sidecar.tools import ToolTracker
 
 if TYPE_CHECKING:
     import torch
 
+    from checkstream.policy import PolicySet
     from checkstream.sidecar.bans import CompiledBans
 
 log = logging.getLogger("checkstream.sidecar")
@@ -95,6 +97,9 @@ class GuardCore:
         self._cap = 0
         self._alloc(capacity)
         self.trackers: dict[int, ToolTracker] = {}
+        # Set by the shells when a policy set is configured (see reactive.py).
+        self.reactive: ReactiveLayer | None = None
+        self.eos_ids: I64 = np.zeros(0, dtype=np.int64)
 
     # ------------------------------------------------------------------ slot storage
 
@@ -129,6 +134,7 @@ class GuardCore:
             getattr(self, "safe_top_p_arr", None), np.float64, np.nan
         )
         self.generated: npt.NDArray[np.int64] = grow(getattr(self, "generated", None), np.int64, 0)
+        self.stop: npt.NDArray[np.bool_] = grow(getattr(self, "stop", None), np.bool_, False)
         self.tags: list[str | None] = [*getattr(self, "tags", []), *([None] * (cap - old))]
         self._cap = cap
 
@@ -168,10 +174,15 @@ class GuardCore:
         self.safe_temp[slot] = np.nan if st is None else st
         self.safe_top_p_arr[slot] = np.nan if sp is None else sp
         self.generated[slot] = 0
+        self.stop[slot] = False
         self.tags[slot] = request.tag
         self.trackers.pop(slot, None)
+        if self.reactive is not None:
+            self.reactive.release(slot)
         if not guarded:
             return False
+        if self.reactive is not None:
+            self.reactive.admit(slot, request.tag)
         tools = self.bans.tools
         if tools is not None and request.tools:
             self.trackers[slot] = ToolTracker(tools, self.bans.detokenize)
@@ -184,6 +195,8 @@ class GuardCore:
             self.guarded[slot] = False
             self.unknown[slot] = False
             self.trackers.pop(slot, None)
+            if self.reactive is not None:
+                self.reactive.release(slot)
 
     def move(self, src: int, dst: int) -> None:
         """V1 ``UNIDIRECTIONAL`` move: ``dst`` takes ``src``'s request, ``src`` becomes empty."""
@@ -195,6 +208,8 @@ class GuardCore:
         self.trackers.pop(dst, None)
         if tracker is not None:
             self.trackers[dst] = tracker
+        if self.reactive is not None:
+            self.reactive.move(src, dst)
         self.release(src)
 
     def swap(self, a: int, b: int) -> None:
@@ -207,6 +222,8 @@ class GuardCore:
             self.trackers[b] = ta
         if tb is not None:
             self.trackers[a] = tb
+        if self.reactive is not None:
+            self.reactive.swap(a, b)
 
     def _arrays(self) -> tuple[npt.NDArray[Any], ...]:
         return (
@@ -221,6 +238,7 @@ class GuardCore:
             self.safe_temp,
             self.safe_top_p_arr,
             self.generated,
+            self.stop,
         )
 
     # ------------------------------------------------------------------ history
@@ -252,6 +270,9 @@ class GuardCore:
         tracker = self.trackers.get(slot)
         if tracker is not None:
             tracker.feed_tokens(toks)
+        if not is_prompt and self.reactive is not None:
+            for t in toks:
+                self._react(slot, self.reactive.feed(slot, t))
 
     def feed(self, slots: I64, tokens: I64) -> None:
         """Advances each slot by the one token it sampled (``-1``: unknown, fails closed)."""
@@ -287,6 +308,32 @@ class GuardCore:
                 tracker = self.trackers.get(slot)
                 if tracker is not None:
                     tracker.feed_tokens([tok])
+        reactive = self.reactive
+        if reactive is not None and reactive.streams:
+            for slot, tok in zip(slots.tolist(), tokens.tolist(), strict=True):
+                self._react(slot, reactive.feed(slot, tok))
+
+    def _react(self, slot: int, result: ReactiveResult | None) -> None:
+        """Acts on the reactive layer's verdict for one request."""
+        if result is None:
+            return
+        if result.stopped and not self.stop[slot]:
+            self.stop[slot] = True
+            self.events.record(
+                "reactive_stop",
+                tag=self.tags[slot],
+                slot=slot,
+                rules=result.rules,
+                at_token=int(self.generated[slot]),
+                enforced=bool(len(self.eos_ids)),
+            )
+        if (result.temperature is not None or result.top_p is not None) and not self.safe[slot]:
+            if result.temperature is not None:
+                self.safe_temp[slot] = result.temperature
+            if result.top_p is not None:
+                self.safe_top_p_arr[slot] = result.top_p
+            self.risk[slot] = max(float(self.risk[slot]), float(self.threshold[slot]))
+            self._check_threshold(np.array([slot], dtype=np.int64), source="policy")
 
     def resync(self, slot: int, history: Sequence[int]) -> None:
         """Rebuilds a slot's state from its full known history (after placeholders resolved)."""
@@ -310,7 +357,7 @@ class GuardCore:
         risk.advance(states, np.ascontiguousarray(tokens))
         self.risk_state[slots] = states
 
-    def _check_threshold(self, slots: I64) -> None:
+    def _check_threshold(self, slots: I64, source: str = "risk_phrases") -> None:
         crossing = slots[(self.risk[slots] >= self.threshold[slots]) & ~self.safe[slots]]
         for slot in crossing.tolist():
             self.safe[slot] = True
@@ -319,6 +366,7 @@ class GuardCore:
                 "safe_mode",
                 tag=self.tags[slot],
                 slot=slot,
+                source=source,
                 risk=float(self.risk[slot]),
                 threshold=float(self.threshold[slot]),
                 at_token=int(self.generated[slot]),
@@ -371,6 +419,12 @@ class GuardCore:
             rows_all = np.concatenate(pair_rows)
             ids_all = np.concatenate(pair_ids)
             apply_pairs(logits, rows_all, ids_all)
+        stopping = self.stop[slots_g]
+        if stopping.any() and len(self.eos_ids):
+            # The policy stopped this stream: only end-of-sequence may follow.
+            for row in rows_g[stopping].tolist():
+                logits[row].fill_(float("-inf"))
+                logits[row, int(self.eos_ids[0])] = 0.0
         if self.adaptive_enabled:
             safe = self.safe[slots_g]
             if safe.any():
@@ -416,3 +470,21 @@ class GuardCore:
             if tracker.pending_event is not None:
                 self.events.record("tool_call", tag=self.tags[slot], **tracker.pending_event)
                 tracker.pending_event = None
+
+
+def attach_reactive(
+    core: GuardCore, policy_set: PolicySet | None, eos_ids: Sequence[int], model: str
+) -> None:
+    """Runs the policy's StreamGuard on the output when a policy set and the reactive layer are
+    configured; ``eos_ids`` is how a stopped stream is ended."""
+    core.eos_ids = np.asarray([int(t) for t in eos_ids], dtype=np.int64)
+    reactive = core.options.guardrails.reactive
+    if policy_set is None or not reactive.enabled:
+        return
+    core.reactive = ReactiveLayer(
+        policy_set,
+        core.bans.detokenize,
+        holdback=reactive.holdback_size,
+        check_interval=reactive.check_interval,
+        model=model,
+    )

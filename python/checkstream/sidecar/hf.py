@@ -12,7 +12,7 @@ first call admits every row with the prompt, later calls feed each row's last to
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,7 +20,7 @@ from transformers import LogitsProcessor
 
 from checkstream.sidecar.bans import compile_bans, load_tokenizer, options_with_policy
 from checkstream.sidecar.config import EngineOptions, SidecarConfigError
-from checkstream.sidecar.core import EventLog, GuardCore
+from checkstream.sidecar.core import EventLog, GuardCore, attach_reactive
 from checkstream.sidecar.requests import RequestOptions
 
 if TYPE_CHECKING:
@@ -55,9 +55,11 @@ class CheckstreamHFLogitsProcessor(LogitsProcessor):  # type: ignore[misc]
         request: RequestOptions | Mapping[str, Any] | None = None,
         temperature: float = 1.0,
         events: EventLog | None = None,
+        eos_token_ids: Sequence[int] = (),
     ) -> CheckstreamHFLogitsProcessor:
         """Compiles the maskers; ``tokenizer`` is a ``tokenizers.Tokenizer``, a transformers
-        fast tokenizer or a path. ``vocab_size`` is the model's (logits width)."""
+        fast tokenizer or a path. ``vocab_size`` is the model's (logits width);
+        ``eos_token_ids`` end a stream the policy's reactive layer stops."""
         if not isinstance(options, EngineOptions):
             try:
                 options = EngineOptions.model_validate(dict(options))
@@ -74,7 +76,9 @@ class CheckstreamHFLogitsProcessor(LogitsProcessor):  # type: ignore[misc]
             policy_set = load_policy_set([options.policies.path])
         bans = compile_bans(options, tokenizer, int(vocab_size), policy_set)
         options = options_with_policy(options, bans.derived)
-        return cls(GuardCore(options, bans, events=events), request, temperature)
+        core = GuardCore(options, bans, events=events)
+        attach_reactive(core, policy_set, list(eos_token_ids), "transformers")
+        return cls(core, request, temperature)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         rows, length = int(input_ids.shape[0]), int(input_ids.shape[1])

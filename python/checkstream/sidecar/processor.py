@@ -57,7 +57,7 @@ SPEC_DECODE_V1 = (
 def build_core(vllm_config: Any, options: EngineOptions, capacity: int) -> GuardCore:
     """Compiles the maskers for the served model (once per engine, in the worker)."""
     from checkstream.sidecar.bans import compile_bans, load_tokenizer, options_with_policy
-    from checkstream.sidecar.core import GuardCore
+    from checkstream.sidecar.core import GuardCore, attach_reactive
 
     model_config = vllm_config.model_config
     tokenizer_path = options.tokenizer or model_config.tokenizer or model_config.model
@@ -71,11 +71,15 @@ def build_core(vllm_config: Any, options: EngineOptions, capacity: int) -> Guard
     bans = compile_bans(options, tokenizer, vocab_size, policy_set)
     options = options_with_policy(options, bans.derived)
     core = GuardCore(options, bans, capacity=capacity)
+    eos = getattr(model_config.hf_config, "eos_token_id", None)
+    eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+    attach_reactive(core, policy_set, eos_ids, str(model_config.model))
     core.events.record(
         "engine_start",
         ban_sequences=bans.num_ban_sequences,
         risk_phrases=bans.risk_masker is not None,
         tools=bans.tools is not None,
+        reactive=core.reactive is not None,
         vocab_size=vocab_size,
         requests=options.requests,
     )

@@ -1,0 +1,103 @@
+"""The reactive layer: the policy engine's StreamGuard on each guarded request's output text.
+
+Token masks cover the phrases a tokenizer can spell; patterns, PII, classifiers and spellings
+outside the masker's caps are judged on text. Inside the sampler, the output is detokenised in
+chunks of ``check_interval`` tokens and fed to one :class:`~checkstream.engine.StreamGuard` per
+request. A rule that stops the stream makes the processor force the end-of-sequence token for
+that request (text already returned by vLLM cannot be taken back, which is why the masks come
+first); a rule with ``adapt_decoding`` switches the request to safe mode with the rule's values.
+The policy logic itself stays in :mod:`checkstream.engine`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from checkstream.policy import PolicySet
+
+
+@dataclass
+class ReactiveResult:
+    stopped: bool = False
+    stop_message: str | None = None
+    rules: list[str] = field(default_factory=list)
+    temperature: float | None = None
+    top_p: float | None = None
+
+
+class ReactiveLayer:
+    def __init__(
+        self,
+        policy_set: PolicySet,
+        detokenize: Callable[[Sequence[int]], str],
+        *,
+        holdback: int,
+        check_interval: int,
+        model: str,
+    ) -> None:
+        from checkstream.engine import Guard
+
+        self.guard = Guard(policy_set)
+        self.detokenize = detokenize
+        self.holdback = holdback
+        self.check_interval = check_interval
+        self.model = model
+        self.streams: dict[int, Any] = {}
+        self.pending: dict[int, list[int]] = {}
+
+    def admit(self, slot: int, tag: str | None) -> None:
+        from checkstream.engine import RequestContext
+
+        ctx = RequestContext(
+            request_id=tag or f"slot-{slot}", tenant="vllm", endpoint="sidecar", model=self.model
+        )
+        self.streams[slot] = self.guard.stream(
+            ctx, holdback=max(self.holdback, 1), check_interval=self.check_interval
+        )
+        self.pending[slot] = []
+
+    def release(self, slot: int) -> None:
+        self.streams.pop(slot, None)
+        self.pending.pop(slot, None)
+
+    def move(self, src: int, dst: int) -> None:
+        self.release(dst)
+        if src in self.streams:
+            self.streams[dst] = self.streams.pop(src)
+            self.pending[dst] = self.pending.pop(src)
+
+    def swap(self, a: int, b: int) -> None:
+        sa, sb = self.streams.pop(a, None), self.streams.pop(b, None)
+        pa, pb = self.pending.pop(a, None), self.pending.pop(b, None)
+        if sa is not None and pa is not None:
+            self.streams[b], self.pending[b] = sa, pa
+        if sb is not None and pb is not None:
+            self.streams[a], self.pending[a] = sb, pb
+
+    def feed(self, slot: int, token: int) -> ReactiveResult | None:
+        """Queues a token; every ``check_interval`` tokens judges the new text."""
+        pending = self.pending.get(slot)
+        if pending is None:
+            return None
+        pending.append(token)
+        if len(pending) < self.check_interval:
+            return None
+        text = self.detokenize(pending)
+        if text.endswith("\ufffd") and len(pending) < 4 * self.check_interval:
+            return None  # a character split across tokens: wait for the rest of it
+        pending.clear()
+        step = self.streams[slot].feed(text)
+        result = ReactiveResult(
+            stopped=bool(step.stopped),
+            stop_message=step.stop_message,
+            rules=[hit.rule for hit in step.hits],
+        )
+        if step.decoding is not None:
+            result.temperature = step.decoding.temperature
+            result.top_p = step.decoding.top_p
+        if not result.stopped and not result.rules and step.decoding is None:
+            return None
+        return result
