@@ -216,7 +216,8 @@ def test_log_and_audit_actions(caplog: pytest.LogCaptureFixture) -> None:
         text, stopped, hits = out(g, "beep")
     assert (text, stopped, hits) == ("beep", False, ["l:enforce"])
     assert any(r.levelno == logging.ERROR and "t/l fired" in r.getMessage() for r in caplog.records)
-    assert g.check_output("beep", CTX).hits[0].action == "audit"
+    hit = g.check_output("beep", CTX).hits[0]
+    assert (hit.action, hit.category, hit.severity) == ("audit", "c", "high")
 
 
 def test_adapt_decoding_takes_the_most_conservative() -> None:

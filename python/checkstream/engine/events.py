@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from checkstream.engine.types import RuleHit
-from checkstream.policy.models import RedactAction
+from checkstream.policy.models import AuditAction, RedactAction
 from checkstream.policy.policyset import CompiledRule, PhasePlan, RequestLike, holds
 
 DEFAULT_REPLACEMENT = "[REDACTED]"
@@ -35,6 +35,7 @@ class Firing:
 
     def hit(self, phase: str, message_index: int | None = None) -> RuleHit:
         rule = self.rule
+        audit = rule.action("audit")
         return RuleHit(
             rule=rule.name,
             policy=rule.policy,
@@ -49,6 +50,8 @@ class Firing:
             detail=self.detail,
             actions=rule.action_kinds,
             message_index=message_index,
+            category=audit.category if isinstance(audit, AuditAction) else None,
+            severity=audit.severity if isinstance(audit, AuditAction) else None,
         )
 
     def replacement(self) -> str:

@@ -45,6 +45,8 @@ class RuleHit:
     detail: str
     actions: tuple[str, ...] = ()  # every action of the rule
     message_index: int | None = None  # ingress: the message the span is in
+    category: str | None = None  # from the rule's `audit` action, if any
+    severity: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
