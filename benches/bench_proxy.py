@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def render(rows: list[dict[str, Any]], counts: list[int], args: argparse.Namespace) -> str:
-    cmd = "  .venv/bin/python benches/bench_proxy.py " + " ".join(sys.argv[1:])
+    cmd = ".venv/bin/python benches/bench_proxy.py " + " ".join(
+        a if a != args.write else "benches/RESULTS.md" for a in sys.argv[1:])
     lines = [
         "## Proxy (benches/bench_proxy.py)",
         "",
@@ -279,6 +280,7 @@ def render(rows: list[dict[str, Any]], counts: list[int], args: argparse.Namespa
         "| chunks/s | CPU ms/1k chunks |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    ratios = []
     for n in counts:
         base = next(r for r in rows if r["streams"] == n and r["path"] == "direct")
         for r in (r for r in rows if r["streams"] == n):
@@ -291,10 +293,9 @@ def render(rows: list[dict[str, Any]], counts: list[int], args: argparse.Namespa
         ra = relay["p99_ms"] - base["p99_ms"]
         pa = plumb["p99_ms"] - base["p99_ms"]
         ratio = pa / ra if ra > 0 else float("nan")
-        lines.append("")
-        lines.append(f"{n} streams: proxy plumbing added p99 {pa:.3f} ms vs bare relay "
-                     f"{ra:.3f} ms (ratio {ratio:.2f}).")
-        lines.append("")
+        ratios.append(f"{n} streams: proxy plumbing added p99 {pa:.3f} ms vs bare relay "
+                      f"{ra:.3f} ms (ratio {ratio:.2f}).")
+    lines += ["", *ratios, ""]
     return "\n".join(lines) + "\n"
 
 
