@@ -29,6 +29,12 @@ def add_commands(subparsers: Any) -> None:
     ev.add_argument("--data", type=Path, default=None, help="data directory (default: ./data)")
     ev.add_argument("--only", nargs="*", default=None, help="classifier names to evaluate")
     ev.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    ev.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="score threshold for every classifier (default: each classifier's own)",
+    )
     ev.set_defaults(func=_eval)
 
 
@@ -87,10 +93,12 @@ def _eval(args: argparse.Namespace) -> int:
             return 2
         wanted = {registry.canonical(n) for n in args.only}
         sets = [s for s in sets if s.classifier in wanted]
-    rows = evaluate(registry, sets)
-    print(
-        f"data: {data.resolve()}   threshold: each classifier's own; baseline: substring keywords"
-    )
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        print(f"error: --threshold must be in [0, 1], got {args.threshold}", file=sys.stderr)
+        return 2
+    rows = evaluate(registry, sets, threshold=args.threshold)
+    which = "each classifier's own" if args.threshold is None else f"{args.threshold:g} for all"
+    print(f"data: {data.resolve()}   threshold: {which}; baseline: substring keywords")
     print(markdown_table(rows))
     for e in registry.describe():
         if e["name"] in {r.classifier for r in rows}:

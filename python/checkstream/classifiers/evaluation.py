@@ -151,7 +151,9 @@ def load_eval_sets(data: Path) -> list[EvalSet]:
     return sets + tier
 
 
-def evaluate(registry: ClassifierRegistry, sets: Sequence[EvalSet]) -> list[EvalRow]:
+def evaluate(
+    registry: ClassifierRegistry, sets: Sequence[EvalSet], threshold: float | None = None
+) -> list[EvalRow]:
     rows = []
     for s in sets:
         if s.classifier not in registry:
@@ -166,7 +168,9 @@ def evaluate(registry: ClassifierRegistry, sets: Sequence[EvalSet]) -> list[Eval
                 s.classifier,
                 s.name,
                 s.independent,
-                binary_metrics(list(s.labels), scores, clf.threshold),
+                binary_metrics(
+                    list(s.labels), scores, clf.threshold if threshold is None else threshold
+                ),
                 binary_metrics(list(s.labels), base, 0.5),
                 s.note,
             )
