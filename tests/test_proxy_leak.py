@@ -8,6 +8,7 @@ no banned byte reaches the client, and the streamed text equals the non-streamed
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from checkstream.proxy.loopback import LoopbackStack
-from checkstream.proxy.replay import Recording
+from checkstream.proxy.replay import RecordedChoice, Recording, ToolCall
 
 POLICY = """
 name: leak-test
@@ -154,3 +155,55 @@ def test_no_leak_and_parity(stack: LoopbackStack, endpoint: str,
         assert streamed == plain
         assert end != STOPPED[endpoint]
         assert streamed == original.replace(EMAIL, "[EMAIL]")
+
+
+@st.composite
+def two_choice_scenarios(draw: st.DrawFn) -> tuple[list[str], list[str], str, int]:
+    tokens, split, seed = draw(scenarios())
+    note = " ".join(draw(st.lists(st.sampled_from(WORDS), max_size=8)))
+    args = json.dumps({"to": EMAIL, "note": note}, ensure_ascii=False)
+    cuts = sorted(set(draw(st.lists(st.integers(1, len(args) - 1), max_size=20))))
+    arg_tokens = [args[a:b] for a, b in zip([0, *cuts], [*cuts, len(args)], strict=True)]
+    return tokens, arg_tokens, split, seed
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(scenario=two_choice_scenarios())
+def test_no_leak_two_choices_and_tool_arguments(
+        stack: LoopbackStack, scenario: tuple[list[str], list[str], str, int]) -> None:
+    """n=2 on chat completions: choice 0 streams text, choice 1 a tool call whose arguments
+    carry an e-mail address; each is guarded on its own and matches the one-shot answer."""
+    tokens, arg_tokens, split, seed = scenario
+    name = f"prop2-{next(_names)}"
+    call = ToolCall("call_p", "send_mail", tuple(arg_tokens))
+    stack.replay.add_recording(Recording(name=name, choices=(
+        RecordedChoice(tokens=tuple(tokens)),
+        RecordedChoice(tokens=(), tool_calls=(call,), finish_reason="tool_calls"))))
+    oc = openai.OpenAI(base_url=stack.url + "/v1", api_key="k", max_retries=0,
+                       default_headers={"x-replay-faults":
+                                        json.dumps({"split": split, "seed": seed})})
+    texts: dict[int, str] = {}
+    args: dict[int, str] = {}
+    finish: dict[int, str] = {}
+    for ch in oc.chat.completions.create(model=name, n=2, stream=True,
+                                         messages=[{"role": "user", "content": "x"}]):
+        for c in ch.choices:
+            texts[c.index] = texts.get(c.index, "") + (c.delta.content or "")
+            for t in c.delta.tool_calls or []:
+                if t.function and t.function.arguments:
+                    args[c.index] = args.get(c.index, "") + t.function.arguments
+            finish[c.index] = c.finish_reason or finish.get(c.index, "")
+    plain = oc.chat.completions.create(model=name, n=2,
+                                       messages=[{"role": "user", "content": "x"}])
+    original = "".join(tokens)
+    assert BANNED not in texts[0] and EMAIL not in texts[0]
+    assert EMAIL not in args[1] and "eve.adams@" not in args[1]
+    assert json.loads(args[1])["to"] == "[EMAIL]"
+    tool = plain.choices[1].message.tool_calls[0]  # type: ignore[index]
+    assert tool.function.arguments == args[1]  # type: ignore[union-attr]
+    assert finish[1] == "tool_calls"
+    if re.search(r"\bforbidden fruit\b", original):
+        assert finish[0] == "content_filter" == plain.choices[0].finish_reason
+    else:
+        assert texts[0] == plain.choices[0].message.content == original.replace(EMAIL, "[EMAIL]")
