@@ -134,6 +134,44 @@ def test_feed_bytes_across_code_points_equals_whole_text(
     assert got == m.find_all(text)
 
 
+ANY_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ANY_TEXT, st.data())
+def test_any_unicode_streamed_equals_whole_and_spans_hold_the_phrase(
+    text: str, data: st.DataObject
+) -> None:
+    # Phrases are slices of the text itself, so arbitrary Unicode actually matches.
+    n = Normalizer()
+    phrases = []
+    for _ in range(data.draw(st.integers(1, 4))):
+        a = data.draw(st.integers(0, len(text)))
+        b = data.draw(st.integers(a, min(len(text), a + 6)))
+        if n.normalize(text[a:b]):
+            phrases.append(text[a:b])
+    phrases.append("x")
+    whole = data.draw(st.booleans())
+    m = PhraseMatcher(phrases, whole_word=whole)
+    expected = m.find_all(text)
+    for phrase_index, start, end in expected:
+        assert 0 <= start < end <= len(text)
+        assert m.normalized_phrase(phrase_index) in n.normalize(text[start:end])
+    cuts = sorted(set(data.draw(st.lists(st.integers(0, len(text)), max_size=6))))
+    s = m.stream()
+    got: list[Match] = []
+    for a, b in pairwise([0, *cuts, len(text)]):
+        got += s.feed(text[a:b])
+    assert got + s.finish() == expected
+    raw = text.encode()
+    byte_cuts = sorted(set(data.draw(st.lists(st.integers(0, len(raw)), max_size=6))))
+    s = m.stream()
+    got = []
+    for a, b in pairwise([0, *byte_cuts, len(raw)]):
+        got += s.feed_bytes(raw[a:b])
+    assert got + s.finish() == expected
+
+
 OBFUSCATED = [
     "How to build a bomb",
     "how to build a b\u043emb",  # Cyrillic о
