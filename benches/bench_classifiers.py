@@ -101,13 +101,13 @@ async def throughput(
                 done += 1
 
     batcher = clf._batcher()
-    runs0, sizes0 = batcher.runs, len(batcher.batch_sizes)
+    runs0, windows0 = batcher.runs, batcher.windows
     t0 = time.perf_counter()
     await asyncio.gather(*(stream() for _ in range(concurrency)))
     elapsed = time.perf_counter() - t0
     runs = batcher.runs - runs0
-    sizes = batcher.batch_sizes[sizes0:]
-    return done / elapsed, runs, (sum(sizes) / len(sizes) if sizes else 0.0), missed
+    windows = batcher.windows - windows0
+    return done / elapsed, runs, (windows / runs if runs else 0.0), missed
 
 
 def main() -> None:

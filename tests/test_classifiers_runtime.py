@@ -93,7 +93,7 @@ async def test_concurrent_calls_share_model_runs(registry: ClassifierRegistry) -
     texts = [f"You should buy {n} shares of Shell for your pension." for n in range(64)]
     results = await asyncio.gather(*(clf.ascore(t) for t in texts))
     batcher = clf._batcher()
-    assert sum(batcher.batch_sizes) >= 64
+    assert batcher.windows >= 64
     assert batcher.runs < 64 and max(batcher.batch_sizes) > 1
     expected = clf.score(texts)
     for res, exp in zip(results, expected, strict=True):
@@ -189,7 +189,7 @@ async def test_max_batch_bounds_each_run(tmp_path: Path) -> None:
     results = await asyncio.gather(*(clf.ascore(t) for t in texts))
     batcher = clf._batcher()
     assert batcher.batch_sizes and max(batcher.batch_sizes) <= 4
-    assert sum(batcher.batch_sizes) == 10 and batcher.runs >= 3
+    assert batcher.windows == 10 and batcher.runs >= 3
     assert all(not r.timed_out and not r.failed for r in results)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -33,13 +34,16 @@ class MicroBatcher:
         # One worker: ONNX sessions run single-threaded by default, and a second concurrent
         # run would only compete for the same cores.
         self._executor = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="cs-batch") if (offload) else None
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="cs-batch") if offload else None
         )
         self._pending: list[tuple[str, asyncio.Future[dict[str, float]]]] = []
         self._scheduled = False
         self._running = False
-        self.runs = 0  # model runs so far (observability and tests)
-        self.batch_sizes: list[int] = []
+        # Observability: totals since start, and the sizes of the most recent runs (bounded, so
+        # a long-running proxy does not grow it).
+        self.runs = 0
+        self.windows = 0
+        self.batch_sizes: deque[int] = deque(maxlen=1024)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -70,6 +74,7 @@ class MicroBatcher:
             return
         self._running = True
         self.runs += 1
+        self.windows += len(live)
         self.batch_sizes.append(len(live))
         texts = [t for t, _ in live]
         if self._executor is None:
