@@ -173,3 +173,27 @@ def test_invalid_per_request_options_are_rejected_at_admission(engine: Engine) -
         VLLMValidationError, match="unknown checkstream argument 'checkstream_typo'"
     ):
         engine.llm.generate(["kalo"], [params(extra_args={"checkstream_typo": 1})], use_tqdm=False)
+
+
+def test_engine_with_speculative_decoding_refuses_to_start(
+    engine: Engine, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """vLLM's V1 runner would drop the plugin silently when speculating: the engine must not
+    start with checkstream enabled (reproduced with n-gram speculation on the CPU)."""
+    from vllm import LLM
+
+    with pytest.raises(RuntimeError, match="Engine core initialization failed"):
+        LLM(
+            model=str(engine.model.path),
+            dtype="float32",
+            max_model_len=256,
+            enforce_eager=True,
+            speculative_config={
+                "method": "ngram",
+                "num_speculative_tokens": 2,
+                "prompt_lookup_max": 2,
+            },
+            additional_config={"checkstream": {"requests": "all"}},
+        )
+    out, err = capfd.readouterr()  # vLLM logs the worker's root cause (stdout by default)
+    assert "checkstream: speculative decoding is enabled" in out + err
