@@ -396,8 +396,13 @@ impl Cursor {
                 self.norig.push(orig);
                 continue;
             }
+            if let Some(bytes) = m.normalizer.cached_utf8(c) {
+                self.nbuf.extend_from_slice(bytes);
+                self.norig.resize(self.norig.len() + bytes.len(), orig);
+                continue;
+            }
             scratch.clear();
-            m.normalizer.fold_non_ascii(c, &mut scratch);
+            m.normalizer.fold_uncached(c, &mut scratch);
             for &nc in &scratch {
                 let mut buf = [0u8; 4];
                 let enc = nc.encode_utf8(&mut buf).as_bytes();

@@ -70,6 +70,9 @@ struct Fold {
     /// `u8::MAX`: not cached (longer fold, or a surrogate); use the slow path.
     len: u8,
     chars: [char; FOLD_MAX],
+    /// The same chars as UTF-8, for callers that work on bytes (the matcher).
+    utf8_len: u8,
+    utf8: [u8; 4 * FOLD_MAX],
 }
 
 const FOLD_MAX: usize = 3;
@@ -150,21 +153,33 @@ impl Normalizer {
     /// One non-ASCII code point: from the page cache for the BMP, else computed.
     #[inline]
     pub fn fold_non_ascii(&self, c: char, out: &mut Vec<char>) {
-        let cp = c as u32;
-        if cp < 0x1_0000 {
-            let cache = if self.leetspeak {
-                &CACHE_LEET
-            } else {
-                &CACHE_PLAIN
-            };
-            let page = cache.pages[(cp >> 8) as usize].get_or_init(|| self.fold_page(cp >> 8));
-            let f = page[(cp & 0xff) as usize];
-            if f.len != u8::MAX {
-                out.extend_from_slice(&f.chars[..f.len as usize]);
-                return;
-            }
+        match self.cached(c) {
+            Some(f) => out.extend_from_slice(&f.chars[..f.len as usize]),
+            None => self.fold_uncached(c, out),
         }
-        self.fold_uncached(c, out);
+    }
+
+    /// The fold of a non-ASCII `c` as UTF-8, when the page cache holds it (BMP code points
+    /// whose fold is at most three chars: all but a handful).
+    #[inline]
+    pub fn cached_utf8(&self, c: char) -> Option<&'static [u8]> {
+        self.cached(c).map(|f| &f.utf8[..f.utf8_len as usize])
+    }
+
+    #[inline]
+    fn cached(&self, c: char) -> Option<&'static Fold> {
+        let cp = c as u32;
+        if cp >= 0x1_0000 {
+            return None;
+        }
+        let cache = if self.leetspeak {
+            &CACHE_LEET
+        } else {
+            &CACHE_PLAIN
+        };
+        let page = cache.pages[(cp >> 8) as usize].get_or_init(|| self.fold_page(cp >> 8));
+        let f = &page[(cp & 0xff) as usize];
+        (f.len != u8::MAX).then_some(f)
     }
 
     fn fold_page(&self, page: u32) -> Box<[Fold]> {
@@ -174,6 +189,8 @@ impl Normalizer {
                 let mut f = Fold {
                     len: u8::MAX,
                     chars: ['\0'; FOLD_MAX],
+                    utf8_len: 0,
+                    utf8: [0; 4 * FOLD_MAX],
                 };
                 if let Some(c) = char::from_u32(page << 8 | low) {
                     tmp.clear();
@@ -185,6 +202,11 @@ impl Normalizer {
                     if tmp.len() <= FOLD_MAX {
                         f.len = tmp.len() as u8;
                         f.chars[..tmp.len()].copy_from_slice(&tmp);
+                        let mut n = 0;
+                        for ch in &tmp {
+                            n += ch.encode_utf8(&mut f.utf8[n..]).len();
+                        }
+                        f.utf8_len = n as u8;
                     }
                 }
                 f
@@ -275,9 +297,11 @@ impl Normalizer {
         for c in text.chars() {
             if c.is_ascii() {
                 out.push(table[c as usize] as char);
+            } else if let Some(f) = self.cached(c) {
+                out.extend(&f.chars[..f.len as usize]);
             } else {
                 scratch.clear();
-                self.fold_non_ascii(c, &mut scratch);
+                self.fold_uncached(c, &mut scratch);
                 out.extend(scratch.iter());
             }
         }
@@ -366,6 +390,9 @@ mod tests {
                 nz.fold_non_ascii(c, &mut a);
                 nz.fold_uncached(c, &mut b);
                 assert_eq!(a, b, "U+{:04X}", c as u32);
+                if let Some(bytes) = nz.cached_utf8(c) {
+                    assert_eq!(bytes, b.iter().collect::<String>().as_bytes());
+                }
             }
         }
     }
