@@ -389,6 +389,7 @@ def test_reactive_layer_adapts_then_stops_with_end_of_sequence(
             "requests": "opt_in",
             "policies": {"path": str(folder / "policy.yaml")},
             "guardrails": {"reactive": {"holdback_size": 2, "check_interval": 2}},
+            "decision_log": str(folder / "decisions.jsonl"),
         }
     )
     proc = CheckstreamLogitsProcessor(cfg, torch.device("cpu"), False)
@@ -412,3 +413,16 @@ def test_reactive_layer_adapts_then_stops_with_end_of_sequence(
     stops = [e for e in proc.core.events.records if e["event"] == "reactive_stop"]
     assert stops and stops[0]["rules"] == ["stop-kalo"] and stops[0]["tag"] == "r1"
     assert torch.isfinite(logits[0]).nonzero().flatten().tolist() == [eos]
+    # The request leaves the batch: its decision record goes to the proxy's decision log.
+    builder.removed_append(0)
+    step(proc, builder, 0, vocab)
+    log = proc.core.reactive.log
+    assert log is not None
+    log.flush()
+    from checkstream.audit.export import iter_entries
+
+    records = [entry["record"] for _, entry in iter_entries([folder / "decisions.jsonl"])]
+    assert [r["request_id"] for r in records] == ["r1"]
+    assert records[0]["decision"] == "stop"
+    assert {hit["rule"] for hit in records[0]["rules"]} >= {"stop-kalo", "cool-mite"}
+    log.close()

@@ -139,6 +139,9 @@ class EngineOptions(_Model):
     # JSON lines of every decision the processor takes (safe-mode switches, tool rewrites,
     # fail-closed steps); the worker process has no other channel back to the operator.
     events_path: str | None = None
+    # The proxy's hash-chained decision log (checkstream.audit): one record per guarded request
+    # when a policy set is configured. One writer per file: give each engine its own path.
+    decision_log: str | None = None
     # Tokenizer used to expand phrases (default: the served model's).
     tokenizer: str | None = None
 

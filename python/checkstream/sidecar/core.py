@@ -488,3 +488,11 @@ def attach_reactive(
         check_interval=reactive.check_interval,
         model=model,
     )
+    if core.options.decision_log:
+        import atexit
+
+        from checkstream.audit import DecisionLog
+
+        log = DecisionLog(core.options.decision_log)
+        atexit.register(log.close)
+        core.reactive.log = log

@@ -47,6 +47,10 @@ class ReactiveLayer:
         self.model = model
         self.streams: dict[int, Any] = {}
         self.pending: dict[int, list[int]] = {}
+        self.output: dict[int, list[str]] = {}
+        self.policy_version = policy_set.version
+        # Same decision log as the proxy (checkstream.audit.DecisionLog); None: no records.
+        self.log: Any | None = None
 
     def admit(self, slot: int, tag: str | None) -> None:
         from checkstream.engine import RequestContext
@@ -58,24 +62,49 @@ class ReactiveLayer:
             ctx, holdback=max(self.holdback, 1), check_interval=self.check_interval
         )
         self.pending[slot] = []
+        self.output[slot] = []
 
     def release(self, slot: int) -> None:
-        self.streams.pop(slot, None)
-        self.pending.pop(slot, None)
+        """The request left the batch: judge its last text and write its decision record."""
+        stream = self.streams.pop(slot, None)
+        pending = self.pending.pop(slot, None)
+        output = self.output.pop(slot, None)
+        if stream is None or self.log is None:
+            return
+        from checkstream.engine.records import build_record
+
+        if pending:
+            text = self.detokenize(pending)
+            (output or []).append(text)
+            stream.feed(text)
+        stream.finish()
+        record = build_record(
+            stream.ctx,
+            ingress=None,
+            streams=[stream],
+            egress=None,
+            latencies_ms={},
+            input_text="",
+            output_text="".join(output or []),
+            policy_version=self.policy_version,
+        )
+        self.log.append(record)
 
     def move(self, src: int, dst: int) -> None:
         self.release(dst)
         if src in self.streams:
             self.streams[dst] = self.streams.pop(src)
             self.pending[dst] = self.pending.pop(src)
+            self.output[dst] = self.output.pop(src)
 
     def swap(self, a: int, b: int) -> None:
         sa, sb = self.streams.pop(a, None), self.streams.pop(b, None)
         pa, pb = self.pending.pop(a, None), self.pending.pop(b, None)
-        if sa is not None and pa is not None:
-            self.streams[b], self.pending[b] = sa, pa
-        if sb is not None and pb is not None:
-            self.streams[a], self.pending[a] = sb, pb
+        oa, ob = self.output.pop(a, None), self.output.pop(b, None)
+        if sa is not None and pa is not None and oa is not None:
+            self.streams[b], self.pending[b], self.output[b] = sa, pa, oa
+        if sb is not None and pb is not None and ob is not None:
+            self.streams[a], self.pending[a], self.output[a] = sb, pb, ob
 
     def feed(self, slot: int, token: int) -> ReactiveResult | None:
         """Queues a token; every ``check_interval`` tokens judges the new text."""
@@ -89,6 +118,7 @@ class ReactiveLayer:
         if text.endswith("\ufffd") and len(pending) < 4 * self.check_interval:
             return None  # a character split across tokens: wait for the rest of it
         pending.clear()
+        self.output[slot].append(text)
         step = self.streams[slot].feed(text)
         result = ReactiveResult(
             stopped=bool(step.stopped),
