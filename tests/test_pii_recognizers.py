@@ -32,7 +32,9 @@ def test_email(text: str, expected: str) -> None:
     assert entities(text) == [("EMAIL", expected)]
 
 
-@pytest.mark.parametrize("text", ["user@localhost", "@handle", "a@b", "me@ example.com"])
+@pytest.mark.parametrize(
+    "text", ["user@localhost", "@handle", "a@b", "me@ example.com", "icon@2x.png", "logo@3x.svg"]
+)
 def test_email_negatives(text: str) -> None:
     assert entities(text, ["EMAIL"]) == []
 
@@ -239,3 +241,19 @@ def test_hold_every_cut_point(sample: str, prefix: str) -> None:
     for k in range(1, len(sample) + 1):
         hold = pii_hold_from(prefix + sample[:k])
         assert hold is not None and hold <= len(prefix), (sample[:k], hold)
+
+
+def test_offsets_are_character_offsets_in_unicode_text() -> None:
+    text = "📧 Ünïcödé → write to jürgen@example.de or a@b.com 🙂"
+    spans = [(m.entity, text[m.start : m.end]) for m in find_pii(text)]
+    assert spans == [("EMAIL", "jürgen@example.de"), ("EMAIL", "a@b.com")]
+    assert entities("mail 山田@例え.jp now") == [("EMAIL", "山田@例え.jp")]
+    assert pii_hold_from("write to jürg") == 9
+    text2 = "😀😀 card 4111 1111 1111 1111"
+    (m,) = find_pii(text2)
+    assert text2[m.start : m.end] == "4111 1111 1111 1111"
+
+
+def test_hold_respects_entity_filter() -> None:
+    assert pii_hold_from("secret -----BEGIN RSA", ["EMAIL"]) == 18  # only the word "RSA"
+    assert pii_hold_from("secret -----BEGIN RSA", ["SECRET"]) == 7

@@ -37,6 +37,9 @@ class Recognizer:
     validate: Callable[[str], bool] | None = None
     # Lower wins when two recognizers claim overlapping spans.
     priority: int = 50
+    # Greedy digit/group patterns may swallow a following group; when the whole candidate
+    # fails validation, retry it cut at each group boundary (never for e-mails or secrets).
+    trim: bool = False
 
 
 def _c(pattern: str) -> regex.Pattern[str]:
@@ -46,9 +49,10 @@ def _c(pattern: str) -> regex.Pattern[str]:
 _B = r"(?<![\w])"  # no word character before
 _E = r"(?![\w])"  # no word character after
 
+# Unicode-aware (RFC 6531 local parts, IDN domains): "jürgen@exämple.de" is an address too.
 _EMAIL = _c(
-    r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}(?![\w-])"
+    r"(?<![\w.%+-])[^\W_][\w.%+-]*@[^\W_](?:[\w-]*[^\W_])?"
+    r"(?:\.[^\W_](?:[\w-]*[^\W_])?)*\.[^\W\d_]{2,24}(?![\w-])"
 )
 # Card: 13-19 digits in groups separated by single spaces or dashes.
 _CARD = _c(_B + r"\d(?:[ -]?\d){12,18}" + _E)
@@ -69,7 +73,7 @@ _PHONE = _c(r"(?<![\w+])\+?\(?\d[\d ().-]{5,20}\d" + _E)
 # Grow patterns are plain character runs on purpose: ``regex`` prefers a full match to a partial
 # one, so a structured pattern would stop before a trailing separator ("4111 ") and miss it.
 _DIGITS_GROW = _c(r"(?<![\w+])[+(]?\d[\d ().-]{0,30}")
-_EMAIL_GROW = _c(r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]*(?:@[A-Za-z0-9.-]*)?")
+_EMAIL_GROW = _c(r"(?<![\w.%+-])[^\W_][\w.%+-]*(?:@[\w.-]*)?")
 
 _SECRET_PARTS = (
     r"(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}",  # AWS access key id
@@ -96,6 +100,20 @@ _SECRET_GROW = _c(
 )
 
 
+# File extensions that are not top-level domains: "icon@2x.png" is an asset name, not an address.
+_NOT_TLDS = frozenset(
+    {
+        "png", "jpg", "jpeg", "gif", "svg", "webp", "bmp", "ico", "css", "js", "mjs", "ts",
+        "tsx", "jsx", "json", "yaml", "yml", "toml", "txt", "csv", "pdf", "html", "htm", "xml",
+        "lock",
+    }
+)  # fmt: skip
+
+
+def _email_valid(candidate: str) -> bool:
+    return candidate.rsplit(".", 1)[-1].lower() not in _NOT_TLDS
+
+
 def _phone_valid(candidate: str) -> bool:
     digits = checksums.digits_only(candidate)
     if not 7 <= len(digits) <= 15:
@@ -115,15 +133,15 @@ def _phone_valid(candidate: str) -> bool:
 
 RECOGNIZERS: tuple[Recognizer, ...] = (
     Recognizer("SECRET", _SECRET, _SECRET_GROW, None, priority=0),
-    Recognizer("EMAIL", _EMAIL, _EMAIL_GROW, None, priority=10),
-    Recognizer("IBAN", _IBAN, _IBAN_GROW, checksums.iban_valid, priority=20),
-    Recognizer("CREDIT_CARD", _CARD, _DIGITS_GROW, checksums.card_valid, priority=30),
+    Recognizer("EMAIL", _EMAIL, _EMAIL_GROW, _email_valid, priority=10),
+    Recognizer("IBAN", _IBAN, _IBAN_GROW, checksums.iban_valid, priority=20, trim=True),
+    Recognizer("CREDIT_CARD", _CARD, _DIGITS_GROW, checksums.card_valid, priority=30, trim=True),
     Recognizer("US_SSN", _SSN, _DIGITS_GROW, checksums.us_ssn_valid, priority=40),
     Recognizer("UK_NINO", _NINO, _NINO_GROW, checksums.uk_nino_valid, priority=40),
     Recognizer("NHS_NUMBER", _NHS, _DIGITS_GROW, checksums.nhs_number_valid, priority=45),
     Recognizer("IP_ADDRESS", _IPV4, _IPV4_GROW, checksums.ip_address_valid, priority=50),
     Recognizer("IP_ADDRESS", _IPV6, _IPV6_GROW, checksums.ip_address_valid, priority=50),
-    Recognizer("PHONE", _PHONE, _DIGITS_GROW, _phone_valid, priority=60),
+    Recognizer("PHONE", _PHONE, _DIGITS_GROW, _phone_valid, priority=60, trim=True),
 )
 
 PII_ENTITY_TYPES: frozenset[str] = frozenset(r.entity for r in RECOGNIZERS)

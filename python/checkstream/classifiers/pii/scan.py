@@ -33,6 +33,8 @@ def _confirm(rec: Recognizer, text: str, start: int, end: int) -> int | None:
     candidate = text[start:end]
     if rec.validate(candidate):
         return end
+    if not rec.trim:
+        return None
     for cut in range(len(candidate) - 1, 0, -1):
         at_group_end = candidate[cut] in _SEPARATORS and candidate[cut - 1] not in _SEPARATORS
         if at_group_end and rec.validate(candidate[:cut]):
