@@ -61,7 +61,9 @@ def test_card_with_trailing_digits_group_is_trimmed() -> None:
     ]
 
 
-@pytest.mark.parametrize("iban", ["GB82 WEST 1234 5698 7654 32", "DE89370400440532013000"])
+@pytest.mark.parametrize(
+    "iban", ["GB82 WEST 1234 5698 7654 32", "DE89370400440532013000", "gb82west12345698765432"]
+)
 def test_iban_valid(iban: str) -> None:
     assert entities(f"send to {iban} please", ["IBAN"]) == [("IBAN", iban)]
 

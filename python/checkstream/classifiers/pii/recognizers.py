@@ -56,8 +56,8 @@ _EMAIL = _c(
 )
 # Card: 13-19 digits in groups separated by single spaces or dashes.
 _CARD = _c(_B + r"\d(?:[ -]?\d){12,18}" + _E)
-_IBAN = _c(_B + r"[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]){11,30}" + _E)
-_IBAN_GROW = _c(_B + r"[A-Z]{1,2}(?:\d{1,2}[ A-Z0-9]{0,40})?")
+_IBAN = _c(r"(?i)" + _B + r"[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]){11,30}" + _E)
+_IBAN_GROW = _c(r"(?i)" + _B + r"[A-Z]{1,2}(?:\d{1,2}[ A-Z0-9]{0,40})?")
 _NINO = _c(r"(?i)" + _B + r"[A-Z]{2}[ ]?\d{2}[ ]?\d{2}[ ]?\d{2}[ ]?[A-D]" + _E)
 _NINO_GROW = _c(r"(?i)" + _B + r"[A-Z]{1,2}(?:[ ]?\d{2}){0,3}(?:[ ]?\d)?[ ]?[A-D]?")
 _NHS = _c(_B + r"\d{3}[ -]?\d{3}[ -]?\d{4}" + _E)
