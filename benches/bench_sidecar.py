@@ -215,7 +215,7 @@ def write_results(mask: list[dict[str, Any]], engine: dict[str, float] | None, c
             "a decode step ~10 ms for 256 rows, so this ratio is an upper bound on the relative "
             "cost for real models.",
         ]
-    section = "\n".join(lines) + "\n"
+    section = "\n".join(lines) + "\n\n"
     marker = "## Sidecar (vLLM logits processor)"
     if marker in text:
         head, _, rest = text.partition(marker)

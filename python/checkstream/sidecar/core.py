@@ -243,8 +243,13 @@ class GuardCore:
 
     # ------------------------------------------------------------------ history
 
-    def feed_history(self, slot: int, tokens: Sequence[int], *, is_prompt: bool = False) -> None:
-        """Advances one slot over several tokens (admission, catch-up after a gap)."""
+    def feed_history(
+        self, slot: int, tokens: Sequence[int], *, is_prompt: bool = False, observe: bool = True
+    ) -> None:
+        """Advances one slot over several tokens (admission, catch-up after a gap).
+
+        ``observe=False`` rebuilds the masker and risk states only (the tool tracker and the
+        reactive layer have seen these tokens before)."""
         if not self.guarded[slot] or not len(tokens):
             return
         toks = [int(t) for t in tokens]
@@ -267,10 +272,10 @@ class GuardCore:
                     self._risk_step(one, np.array([t], dtype=np.int64))
         elif not is_prompt:
             self.generated[slot] += len(toks)
-        tracker = self.trackers.get(slot)
+        tracker = self.trackers.get(slot) if observe else None
         if tracker is not None:
             tracker.feed_tokens(toks)
-        if not is_prompt and self.reactive is not None:
+        if observe and not is_prompt and self.reactive is not None:
             for t in toks:
                 self._react(slot, self.reactive.feed(slot, t))
 
@@ -335,13 +340,17 @@ class GuardCore:
             self.risk[slot] = max(float(self.risk[slot]), float(self.threshold[slot]))
             self._check_threshold(np.array([slot], dtype=np.int64), source="policy")
 
-    def resync(self, slot: int, history: Sequence[int]) -> None:
-        """Rebuilds a slot's state from its full known history (after placeholders resolved)."""
+    def resync(self, slot: int, prompt: Sequence[int], output: Sequence[int]) -> None:
+        """Rebuilds a slot's state from its full known history (after placeholders resolved).
+
+        Safe mode, once on, stays on; the risk is recounted over the known history."""
         self.unknown[slot] = False
         self.state[slot] = self.bans.ban_start
         self.risk_state[slot] = self.bans.risk_start
+        self.risk[slot] = 0.0
         self.generated[slot] = 0
-        self.feed_history(slot, history)
+        self.feed_history(slot, prompt, is_prompt=True, observe=False)
+        self.feed_history(slot, output, observe=False)
 
     def _risk_step(self, slots: I64, tokens: I64) -> None:
         risk = self.bans.risk_masker

@@ -204,7 +204,7 @@ class CheckstreamLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):  # type:
             if delta[i] > 1:
                 core.feed_history(row, outs[i][int(done[i]) :])
             elif delta[i] < 0:  # the list shrank: rebuild from what is there now
-                core.resync(row, self._prompt[row] + list(outs[i]))
+                core.resync(row, self._prompt[row], list(outs[i]))
         for i, row in enumerate(rows):
             self._consumed[row] = int(lens[i])
         if core.unknown.any():
@@ -212,7 +212,7 @@ class CheckstreamLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):  # type:
             # again, rebuild its state from it.
             for row in rows:
                 if core.unknown[row] and -1 not in self._out[row]:
-                    core.resync(row, self._prompt[row] + list(self._out[row]))
+                    core.resync(row, self._prompt[row], list(self._out[row]))
 
     # ------------------------------------------------------------------ Model Runner V2
 
@@ -272,7 +272,9 @@ class CheckstreamLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):  # type:
                     slot, all_ids[slot, int(done[i]) : int(total[i])].to("cpu").tolist()
                 )
             elif delta[i] < 0:
-                core.resync(slot, all_ids[slot, : int(total[i])].to("cpu").tolist())
+                history = all_ids[slot, : int(total[i])].to("cpu").tolist()
+                prompt_len = int(req_states.prompt_len.np[slot])
+                core.resync(slot, history[:prompt_len], history[prompt_len:])
             self._consumed[slot] = int(total[i])
         for i in one.tolist():
             self._consumed[int(slots[i])] = int(total[i])
