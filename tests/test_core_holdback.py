@@ -8,11 +8,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from checkstream._core import HoldbackBuffer, InputError, PatternError, PhraseMatcher, StateError
+from checkstream._core import (
+    HoldbackBuffer,
+    InputError,
+    Normalizer,
+    PatternError,
+    PhraseMatcher,
+    StateError,
+)
 
 Match = tuple[int, int, int]
-ALPHABET = "abckil -.'\u0430\u200b\u00e9"
-PHRASE_ALPHABET = "abckil -\u0430"
+ALPHABET = "abckil -.'\u0430\u200b\u00e9\u00a0\n\t\u3000"
+PHRASE_ALPHABET = "abckil -\u0430\u00a0\n"
 
 
 def apply_redactions(text: str, spans: list[tuple[int, int]], replacement: str) -> str:
@@ -35,7 +42,9 @@ def apply_redactions(text: str, spans: list[tuple[int, int]], replacement: str) 
 def streams(draw: st.DrawFn) -> tuple[list[str], bool, str, list[str], int]:
     phrases = draw(
         st.lists(
-            st.text(PHRASE_ALPHABET, min_size=1, max_size=5).filter(lambda p: p.strip(" ") != ""),
+            st.text(PHRASE_ALPHABET, min_size=1, max_size=5).filter(
+                lambda p: Normalizer().normalize(p).strip(" ") != ""
+            ),
             min_size=1,
             max_size=5,
         )
@@ -162,6 +171,33 @@ def test_a_phrase_split_across_tokens_is_held_then_redacted_whole() -> None:
     h.redact(7, 15, "[removed]")
     assert h.release() == "[removed] now"
     assert h.released_chars == 19
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        ["I will kill", "  ", "him", " now"],
+        ["I will kill", "\u00a0", "\n", "\t ", "\r\n", "him", " now"],
+        ["I will kill \u3000", "\u200b ", " him now"],
+        ["I will ki", "ll\u2003\u2003h", "im", " now"],
+    ],
+)
+def test_odd_whitespace_inside_a_phrase_is_held_then_redacted_whole(tokens: list[str]) -> None:
+    text = "".join(tokens)
+    h = HoldbackBuffer(0, PhraseMatcher(["kill him"]))
+    out: list[str] = []
+    found: list[Match] = []
+    for tok in tokens:
+        released, new = h.push(tok)
+        out.append(released)
+        for _, s, e in new:
+            h.redact(s, e, "[removed]")
+        found += new
+        out.append(h.release())
+    found += h.finish()
+    out.append(h.flush())
+    assert found == [(0, 7, len(text) - 4)]
+    assert "".join(out) == "I will [removed] now"
 
 
 def test_holds_the_last_tokens_and_respects_an_external_hold() -> None:

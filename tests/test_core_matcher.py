@@ -1,7 +1,8 @@
 """PhraseMatcher / MatchStream (Rust core through the bindings).
 
 The streamed results are checked against `find_all`, and both against a plain-Python reference
-built on `Normalizer.normalize_with_offsets` and `str.find`.
+built on the per-code-point folds of `Normalizer.normalize`, a Python model of the whitespace-run
+collapse, and `str.find`.
 """
 
 # These tests are about look-alike characters: writing them literally is the point.
@@ -34,22 +35,37 @@ ALPHABET = (
     "abckilxyz AB-.,!'01"
     "\u0430\u043e\u0435\u0456"  # Cyrillic а о е і
     "\u200b\u200d\u0301\u00e9\u00a0\ufb01\uff21\uff42\u2019\u00df\u0130"
+    "\t\n\r\u2003\u3000"  # whitespace that must collapse with its neighbours
 )
-PHRASE_ALPHABET = "abckil -'\u0430\u00e9"
+PHRASE_ALPHABET = "abckil -'\u0430\u00e9\u00a0\n"
 
 
 def is_word(c: str) -> bool:
     return c.isalnum()
 
 
+def collapsed(n: Normalizer, text: str) -> tuple[str, list[int]]:
+    """Per-code-point folds, then every run of spaces made one (mapped to its first char)."""
+    out: list[str] = []
+    offs: list[int] = []
+    for i, c in enumerate(text):
+        for ch in n.normalize(c):
+            if ch == " " and out and out[-1] == " ":
+                continue
+            out.append(ch)
+            offs.append(i)
+    return "".join(out), offs
+
+
 def reference(
     phrases: Sequence[str], text: str, whole_word: Sequence[bool], leetspeak: bool
 ) -> list[Match]:
     n = Normalizer(leetspeak=leetspeak)
-    norm, offs = n.normalize_with_offsets(text)
+    norm, offs = collapsed(n, text)
+    assert (norm, offs) == n.normalize_with_offsets(text)
     out: list[Match] = []
     for i, phrase in enumerate(phrases):
-        p = n.normalize(phrase)
+        p = collapsed(n, phrase)[0].strip(" ")
         k = norm.find(p)
         while k >= 0:
             e = k + len(p)
@@ -77,7 +93,7 @@ def cases(draw: st.DrawFn) -> tuple[list[str], list[bool], bool, str, list[int]]
     phrases = draw(
         st.lists(
             st.text(PHRASE_ALPHABET, min_size=1, max_size=5).filter(
-                lambda p: bool(norm.normalize(p))
+                lambda p: bool(norm.normalize(p).strip(" "))
             ),
             min_size=1,
             max_size=6,
@@ -148,7 +164,7 @@ def test_any_unicode_streamed_equals_whole_and_spans_hold_the_phrase(
     for _ in range(data.draw(st.integers(1, 4))):
         a = data.draw(st.integers(0, len(text)))
         b = data.draw(st.integers(a, min(len(text), a + 6)))
-        if n.normalize(text[a:b]):
+        if n.normalize(text[a:b]).strip(" "):
             phrases.append(text[a:b])
     phrases.append("x")
     whole = data.draw(st.booleans())
@@ -179,7 +195,10 @@ OBFUSCATED = [
     "how to bu\u200bild a bo\u200dmb",  # zero-width space / joiner
     "ｈｏｗ ｔｏ ｂｕｉｌｄ ａ ｂｏｍｂ",  # full width
     "h0w t0 bu1ld 4 b0mb",  # leetspeak
-    "hOw\u00a0to build\ta  b\u0430\u0301mb".replace("  ", " "),  # NBSP, tab, Cyrillic а + mark
+    "how  to   build a bomb",  # runs of spaces
+    "how\u00a0\nto build \t a\r\n\r\nbomb",  # NBSP, newlines, tabs
+    "how\u2003to\u3000build \u200b a\u2028bomb",  # em space, ideographic space, ZWSP in a run
+    "hOw\u00a0to build\ta  b\u0430\u0301mb",  # NBSP, tab, Cyrillic а + mark
 ]
 
 
@@ -194,6 +213,30 @@ def test_obfuscated_variants_are_found(text: str) -> None:
     assert len(found) == 1
     _, start, end = found[0]
     assert Normalizer(leetspeak=True).normalize(text[start:end]) == "build a bomb"
+    # Non-space at both ends: the whitespace runs inside the phrase are covered whole.
+    assert not text[start].isspace() and not text[end - 1].isspace()
+
+
+def test_whitespace_runs_across_chunks_match_and_phrases_are_trimmed() -> None:
+    m = PhraseMatcher(["kill him", "  \tgo\u00a0\u00a0away\n"])
+    assert m.normalized_phrase(1) == "go away"
+    text = "I will kill \u00a0\n\t him, go\r\n\r\naway!"
+    expected = [
+        (0, text.index("kill"), text.index("him") + 3),
+        (1, text.index("go"), len(text) - 1),
+    ]
+    assert m.find_all(text) == expected
+    for cut in range(len(text) + 1):
+        for cut2 in range(cut, len(text) + 1):
+            s = m.stream()
+            got = s.feed(text[:cut]) + s.feed(text[cut:cut2]) + s.feed(text[cut2:]) + s.finish()
+            assert got == expected, (cut, cut2)
+    s = m.stream()
+    s.feed("so kill ")
+    s.feed("\u00a0 \n")
+    assert s.pending == 8  # "kill" and the whole run so far
+    with pytest.raises(PatternError, match="phrase 0"):
+        PhraseMatcher([" \u00a0\n\t"])
 
 
 @pytest.mark.parametrize(

@@ -35,18 +35,23 @@ _Match: TypeAlias = tuple[int, int, int]
 @final
 class Normalizer:
     """Per-code-point canonical form: NFKC fold, case fold, Cf/marks dropped, confusable
-    skeleton (non-ASCII), optional leetspeak, whitespace -> one space each."""
+    skeleton (non-ASCII), optional leetspeak; every run of whitespace (NBSP, tabs, newlines,
+    ...) becomes one space."""
 
     def __new__(cls, *, leetspeak: bool = False) -> Self: ...
     @property
     def leetspeak(self) -> bool: ...
     def normalize(self, text: str) -> str: ...
     def normalize_with_offsets(self, text: str) -> tuple[str, list[int]]:
-        """``offsets[i]`` is the index in ``text`` of the char that produced normalised char i."""
+        """``offsets[i]`` is the index in ``text`` of the char that produced normalised char i
+        (for a collapsed whitespace run, its first char)."""
 
 @final
 class PhraseMatcher:
     """Immutable compiled phrase set, shareable by any number of streams and threads.
+
+    Phrases are normalised like the text (whitespace runs become one space) and trimmed of
+    leading and trailing whitespace.
 
     Raises ``PatternError`` (empty list, a phrase empty after normalisation, absurd sizes;
     the message names the phrase index) and ``InputError`` (``whole_word`` length mismatch).

@@ -330,6 +330,24 @@ mod tests {
     }
 
     #[test]
+    fn a_whitespace_run_across_pushes_is_held_and_redacted_with_the_phrase() {
+        let mut h = HoldbackBuffer::new(0, Some(matcher(&["kill him"]))).unwrap();
+        assert_eq!(h.push("ok kill").unwrap().0, "ok ");
+        for t in [" ", "\u{a0}", "\n", " \t"] {
+            assert_eq!(h.push(t).unwrap().0, "");
+        }
+        assert_eq!(h.push("him").unwrap().0, "");
+        let (out, m) = h.push("!").unwrap();
+        assert_eq!(out, "");
+        assert_eq!(
+            m.iter().map(Match::as_tuple).collect::<Vec<_>>(),
+            vec![(0, 3, 15)]
+        );
+        h.redact(3, 15, "#").unwrap();
+        assert_eq!(h.release().unwrap(), "#!");
+    }
+
+    #[test]
     fn redactions_merge_and_never_split() {
         let mut h = HoldbackBuffer::new(0, None).unwrap();
         h.hold_from(Some(0));

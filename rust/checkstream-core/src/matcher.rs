@@ -13,6 +13,8 @@
 //! # What the stream does per chunk
 //! 1. Normalise the chunk one code point at a time ([`crate::normalize`]) into a byte buffer,
 //!    noting which original char produced each normalised byte (implicit for ASCII chunks).
+//!    Whitespace runs collapse to one space here too; one bit (did the last chunk end in a
+//!    space) carries a run across chunks, so "kill " + " \n him" finds "kill him".
 //! 2. Step the automaton over that buffer in a tight loop that only records the positions of
 //!    match states. This is the same loop as the crate's own search; keeping bookkeeping out of
 //!    it is what makes the streamed matcher as fast as a plain scan.
@@ -158,7 +160,8 @@ impl PhraseMatcher {
                     p.len()
                 )));
             }
-            let n = normalizer.normalize(p);
+            // Text around a phrase is not part of it: leading/trailing whitespace is dropped.
+            let n = normalizer.normalize(p).trim_matches(' ').to_owned();
             if n.is_empty() {
                 return Err(CoreError::InvalidPattern(format!(
                     "phrase {i} ({p:?}) is empty after normalisation"
@@ -310,6 +313,8 @@ fn state_depths<A: Automaton>(
 #[derive(Debug, Clone)]
 struct Cursor {
     state: StateID,
+    /// The last normalised byte was a space (a whitespace run may go on in the next chunk).
+    space: bool,
     /// Normalised bytes consumed.
     byte_pos: usize,
     /// Original chars consumed.
@@ -345,6 +350,7 @@ impl Cursor {
         let cap = (m.max_len + 8).next_power_of_two();
         Self {
             state: m.start,
+            space: false,
             byte_pos: 0,
             char_pos: 0,
             hist_byte: vec![0u8; cap].into_boxed_slice(),
@@ -377,14 +383,25 @@ impl Cursor {
         }
     }
 
-    /// Step 1: the chunk's normalised bytes (and their original chars unless ASCII).
+    /// Step 1: the chunk's normalised bytes (and their original chars unless ASCII with no
+    /// whitespace run to collapse).
     fn normalize_chunk(&mut self, m: &PhraseMatcher, text: &str) -> usize {
         let table = m.normalizer.ascii_table();
         self.nbuf.clear();
         self.norig.clear();
         if text.is_ascii() {
-            self.nbuf.extend(text.bytes().map(|b| table[b as usize]));
-            return text.len();
+            let mut space = self.space;
+            let collapses = text.bytes().any(|b| {
+                let sp = table[b as usize] == b' ';
+                let run = sp && space;
+                space = sp;
+                run
+            });
+            if !collapses {
+                self.nbuf.extend(text.bytes().map(|b| table[b as usize]));
+                self.space = space;
+                return text.len();
+            }
         }
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut n = 0;
@@ -392,26 +409,37 @@ impl Cursor {
             let orig = self.char_pos + n;
             n += 1;
             if c.is_ascii() {
-                self.nbuf.push(table[c as usize]);
-                self.norig.push(orig);
+                self.push_collapsed(&[table[c as usize]], orig);
                 continue;
             }
             if let Some(bytes) = m.normalizer.cached_utf8(c) {
-                self.nbuf.extend_from_slice(bytes);
-                self.norig.resize(self.norig.len() + bytes.len(), orig);
+                self.push_collapsed(bytes, orig);
                 continue;
             }
             scratch.clear();
             m.normalizer.fold_uncached(c, &mut scratch);
             for &nc in &scratch {
                 let mut buf = [0u8; 4];
-                let enc = nc.encode_utf8(&mut buf).as_bytes();
-                self.nbuf.extend_from_slice(enc);
-                self.norig.resize(self.norig.len() + enc.len(), orig);
+                self.push_collapsed(nc.encode_utf8(&mut buf).as_bytes(), orig);
             }
         }
         self.scratch = scratch;
         n
+    }
+
+    /// Appends the normalised bytes of one original char, a space right after a space left out
+    /// (the bytes of a multi-byte char are never 0x20).
+    #[inline]
+    fn push_collapsed(&mut self, bytes: &[u8], orig: usize) {
+        for &b in bytes {
+            let sp = b == b' ';
+            if sp && self.space {
+                continue;
+            }
+            self.space = sp;
+            self.nbuf.push(b);
+            self.norig.push(orig);
+        }
     }
 
     fn feed_with<A: Automaton>(&mut self, m: &PhraseMatcher, aut: &A, text: &str) {
@@ -772,6 +800,34 @@ mod tests {
         }
         let leet = PhraseMatcher::new(&["kill"], WholeWord::All(true), true).unwrap();
         assert_eq!(tuples(&leet.find_all("k1ll")), vec![(0, 0, 4)]);
+    }
+
+    #[test]
+    fn whitespace_runs_match_one_space_in_any_chunking() {
+        let m = matcher(&["kill him", " \t spaced\u{a0} out  "], true);
+        assert_eq!(m.normalized_phrase(1), Some("spaced out"));
+        let text = "kill  him, kill\u{a0}\nhim; kill \t him. spaced \u{200b}\r\n out";
+        let whole = tuples(&m.find_all(text));
+        assert_eq!(
+            whole,
+            vec![(0, 0, 9), (0, 11, 20), (0, 22, 32), (1, 34, 48)]
+        );
+        let chars: Vec<char> = text.chars().collect();
+        for a in 0..=chars.len() {
+            for b in a..=chars.len() {
+                let mut s = m.stream();
+                let mut got = Vec::new();
+                for piece in [&chars[..a], &chars[a..b], &chars[b..]] {
+                    got.extend(s.feed(&piece.iter().collect::<String>()).unwrap());
+                }
+                got.extend(s.finish().unwrap());
+                assert_eq!(tuples(&got), whole, "cuts {a} {b}");
+            }
+        }
+        let mut s = m.stream();
+        s.feed("kill ").unwrap();
+        s.feed(" \u{a0}\n").unwrap();
+        assert_eq!(s.pending(), 8);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Canonical form of text for matching, with a map back to the original.
 //!
 //! Every original code point is folded on its own, independently of its neighbours, so that
-//! cutting a stream into chunks anywhere can never change the result (streamed == whole text).
+//! cutting a stream into chunks anywhere can never change the result (streamed == whole text);
+//! the one piece of context is a single bit for step 6 (did the output so far end in a space).
 //! The fold of one code point, in order:
 //!
 //! 1. compatibility decomposition (NFKD: full-width, ligatures, super/subscripts, ...),
@@ -12,7 +13,11 @@
 //!    ASCII rules (`m` -> `rn`, `1` -> `l`, `0` -> `O`) would make "modem" match "modern",
 //!    a false-positive class a guardrail cannot afford (leetspeak covers digits instead),
 //! 5. optional leetspeak (`4`->`a`, `3`->`e`, `0`->`o`, `$`->`s`, ...), then ASCII lower-casing,
-//! 6. every whitespace character becomes one ASCII space.
+//! 6. every whitespace character (Unicode `White_Space`: NBSP, tabs, newlines, ...) becomes an
+//!    ASCII space, and a run of spaces in the output (even with dropped characters in between, as
+//!    in `" \u{200b} "`) collapses into one: "kill \u{a0}\n him" reads as "kill him". The
+//!    collapsed space maps back to the first character of its run, so a match that crosses it
+//!    covers the whole original run.
 //!
 //! ASCII goes through a 128-entry table (one byte in, one byte out). Other code points of the
 //! Basic Multilingual Plane are folded once per process, a 256-code-point page at a time on first
@@ -294,40 +299,65 @@ impl Normalizer {
         let mut out = String::with_capacity(text.len());
         let table = self.ascii_table();
         let mut scratch = Vec::new();
+        let mut space = false;
         for c in text.chars() {
             if c.is_ascii() {
-                out.push(table[c as usize] as char);
-            } else if let Some(f) = self.cached(c) {
-                out.extend(&f.chars[..f.len as usize]);
+                push_collapsed(&mut out, table[c as usize] as char, &mut space);
             } else {
-                scratch.clear();
-                self.fold_uncached(c, &mut scratch);
-                out.extend(scratch.iter());
+                let folded = match self.cached(c) {
+                    Some(f) => &f.chars[..f.len as usize],
+                    None => {
+                        scratch.clear();
+                        self.fold_uncached(c, &mut scratch);
+                        &scratch[..]
+                    }
+                };
+                for &ch in folded {
+                    push_collapsed(&mut out, ch, &mut space);
+                }
             }
         }
         out
     }
 
     /// The canonical form and, for every char of it, the index (in chars) of the original
-    /// code point it came from.
+    /// code point it came from (for a collapsed whitespace run: its first character).
     pub fn normalize_with_offsets(&self, text: &str) -> (String, Vec<usize>) {
         let mut out = String::with_capacity(text.len());
         let mut offsets = Vec::with_capacity(text.len());
         let table = self.ascii_table();
         let mut scratch = Vec::new();
+        let mut space = false;
         for (i, c) in text.chars().enumerate() {
             if c.is_ascii() {
-                out.push(table[c as usize] as char);
-                offsets.push(i);
+                if push_collapsed(&mut out, table[c as usize] as char, &mut space) {
+                    offsets.push(i);
+                }
             } else {
                 scratch.clear();
                 self.fold_non_ascii(c, &mut scratch);
-                out.extend(scratch.iter());
-                offsets.resize(offsets.len() + scratch.len(), i);
+                for &ch in &scratch {
+                    if push_collapsed(&mut out, ch, &mut space) {
+                        offsets.push(i);
+                    }
+                }
             }
         }
         (out, offsets)
     }
+}
+
+/// Appends `c` unless it is a space right after a space; `space` carries that one bit of state
+/// (across chunks, for streams). Returns whether `c` was appended.
+#[inline]
+fn push_collapsed(out: &mut String, c: char, space: &mut bool) -> bool {
+    let is_space = c == ' ';
+    if is_space && *space {
+        return false;
+    }
+    *space = is_space;
+    out.push(c);
+    true
 }
 
 #[cfg(test)]
@@ -347,6 +377,30 @@ mod tests {
         assert_eq!(n("café"), "cafe");
         assert_eq!(n("cafe\u{301}"), "cafe");
         assert_eq!(n("a\u{a0}b\tc"), "a b c");
+    }
+
+    #[test]
+    fn whitespace_runs_collapse_to_one_space() {
+        assert_eq!(n("kill  him"), "kill him");
+        assert_eq!(n("kill\u{a0}\nhim"), "kill him");
+        assert_eq!(n("kill \t him"), "kill him");
+        assert_eq!(n("kill \u{200b}\u{301} \u{3000}him"), "kill him");
+        assert_eq!(n("  a  "), " a ");
+        let (s, o) = Normalizer::new(false).normalize_with_offsets("a \u{200b}\r\n b");
+        assert_eq!(s, "a b");
+        assert_eq!(o, vec![0, 1, 6]);
+    }
+
+    #[test]
+    fn every_white_space_character_folds_to_a_space() {
+        for leet in [false, true] {
+            let nz = Normalizer::new(leet);
+            for c in (0u32..0x11_0000).filter_map(char::from_u32) {
+                if c.is_whitespace() {
+                    assert_eq!(nz.normalize(&c.to_string()), " ", "U+{:04X}", c as u32);
+                }
+            }
+        }
     }
 
     #[test]

@@ -7,7 +7,8 @@ use pyo3::prelude::*;
 pub(crate) const DETACH_MIN_BYTES: usize = 4096;
 
 /// Per-code-point canonical form for matching (NFKC fold, case fold, invisible characters and
-/// combining marks dropped, confusable skeleton, optional leetspeak).
+/// combining marks dropped, confusable skeleton, optional leetspeak, whitespace runs collapsed
+/// to one space).
 #[pyclass(module = "checkstream._core", name = "Normalizer", frozen)]
 pub struct PyNormalizer {
     inner: Normalizer,
@@ -37,7 +38,7 @@ impl PyNormalizer {
     }
 
     /// `(normalised, offsets)`: `offsets[i]` is the index in `text` of the char that produced
-    /// normalised char `i`.
+    /// normalised char `i` (for a collapsed whitespace run, its first char).
     fn normalize_with_offsets(&self, py: Python<'_>, text: &str) -> (String, Vec<usize>) {
         if text.len() >= DETACH_MIN_BYTES {
             py.detach(|| self.inner.normalize_with_offsets(text))
