@@ -25,13 +25,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality
 from vllm.v1.sample.logits_processor import LogitsProcessor as V1LogitsProcessor
-from vllm.v1.worker.gpu.sample.logits_processor.interface import (
-    LogitsContext,
-    LogitsProcRequestState,
-)
-from vllm.v1.worker.gpu.sample.logits_processor.interface import (
-    LogitsProcessor as V2LogitsProcessor,
-)
+
+try:
+    from vllm.v1.worker.gpu.sample.logits_processor.interface import (
+        LogitsProcessor as V2LogitsProcessor,
+    )
+except ImportError:  # vLLM before Model Runner V2's plugin interface: the V1 side still loads
+
+    class V2LogitsProcessor:  # type: ignore[no-redef]
+        pass
+
 
 from checkstream.sidecar.config import EngineOptions, engine_options
 from checkstream.sidecar.requests import RequestOptions
@@ -40,6 +43,10 @@ if TYPE_CHECKING:
     import torch
     from vllm.config import VllmConfig
     from vllm.sampling_params import SamplingParams
+    from vllm.v1.worker.gpu.sample.logits_processor.interface import (
+        LogitsContext,
+        LogitsProcRequestState,
+    )
 
     from checkstream.sidecar.core import GuardCore
 
