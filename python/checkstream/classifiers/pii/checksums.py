@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import ipaddress
 
-# Lengths from the SWIFT IBAN registry (countries most likely to appear); unknown countries are
-# still accepted when the mod-97 check passes and the length is plausible.
+# Lengths from the SWIFT IBAN registry. A country outside it is not an IBAN, whatever its mod-97
+# check says: one random alphanumeric run in 97 passes that check.
 IBAN_LENGTHS: dict[str, int] = {
     "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
-    "BR": 29, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20,
-    "EG": 29, "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18,
-    "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IS": 26, "IT": 27, "JO": 30,
-    "KW": 30, "KZ": 20, "LB": 28, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24,
-    "ME": 22, "MK": 19, "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28,
-    "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24, "SE": 24, "SI": 19, "SK": 24,
-    "SM": 27, "TN": 24, "TR": 26, "UA": 29, "VG": 24, "XK": 20,
+    "BI": 27, "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27,
+    "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27,
+    "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HN": 28, "HR": 21, "HU": 28,
+    "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28,
+    "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "LY": 25, "MC": 27, "MD": 24, "ME": 22,
+    "MK": 19, "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18, "NO": 15, "OM": 23,
+    "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33, "SA": 24,
+    "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25, "SV": 28,
+    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
 }  # fmt: skip
 
 
@@ -42,27 +44,56 @@ def luhn_valid(number: str) -> bool:
     return total % 10 == 0
 
 
+# Issuer (IIN) ranges and the number lengths each scheme issues. A Luhn-valid digit run that
+# starts like a Mastercard but has 13 digits is not a Mastercard.
+_CARD_SCHEMES: tuple[tuple[tuple[tuple[int, int], ...], frozenset[int]], ...] = (
+    (((4, 4),), frozenset({13, 16, 19})),  # Visa
+    (((51, 55), (2221, 2720)), frozenset({16})),  # Mastercard
+    (((34, 34), (37, 37)), frozenset({15})),  # Amex
+    (((300, 305), (309, 309), (36, 36), (38, 39)), frozenset({14, 16, 17, 18, 19})),  # Diners
+    (((6011, 6011), (644, 649), (65, 65)), frozenset(range(16, 20))),  # Discover
+    (((62, 62),), frozenset(range(16, 20))),  # UnionPay (622126-622925 co-branded Discover)
+    (((3528, 3589),), frozenset(range(16, 20))),  # JCB
+    (((50, 50), (56, 58), (63, 63), (67, 67)), frozenset(range(13, 20))),  # Maestro family
+)  # fmt: skip
+
+# Printed layouts other than "groups of four, the last one shorter" (Amex 4-6-5, Diners 4-6-4).
+_CARD_LAYOUTS = frozenset({(4, 6, 5), (4, 6, 4)})
+
+
+def card_issuer_valid(digits: str) -> bool:
+    """A known issuer prefix together with a length that issuer uses."""
+    for ranges, lengths in _CARD_SCHEMES:
+        if len(digits) in lengths:
+            for lo, hi in ranges:
+                width = len(str(lo))
+                if len(digits) >= width and lo <= int(digits[:width]) <= hi:
+                    return True
+    return False
+
+
+def card_layout_valid(number: str) -> bool:
+    """Digits written the way cards are printed: contiguous, or one separator (space or dash)
+    used throughout between groups of four (the last group 1-4 digits), or Amex/Diners 4-6-5 /
+    4-6-4. "42 020 7946 0958" is a phone number after a count, not a card."""
+    seps = {ch for ch in number if not ch.isdigit()}
+    if not seps:
+        return True
+    if len(seps) != 1 or not seps <= {" ", "-"}:
+        return False
+    groups = tuple(len(g) for g in number.split(seps.pop()))
+    if groups in _CARD_LAYOUTS:
+        return True
+    return len(groups) >= 4 and all(g == 4 for g in groups[:-1]) and 1 <= groups[-1] <= 4
+
+
 def card_valid(number: str) -> bool:
-    """A payment card number: 13-19 digits, a known issuer prefix, and a valid Luhn digit."""
+    """A payment card number: 13-19 digits laid out like a card, an issuer prefix with a
+    length that issuer uses, and a valid Luhn digit."""
     digits = digits_only(number)
     if not 13 <= len(digits) <= 19 or len(set(digits)) == 1:
         return False
-    two, four = int(digits[:2]), int(digits[:4])
-    six = int(digits[:6])
-    issuer = (
-        digits[0] == "4"  # Visa
-        or 51 <= two <= 55
-        or 2221 <= four <= 2720  # Mastercard
-        or two in (34, 37)  # Amex
-        or two in (30, 36, 38, 39)  # Diners
-        or digits.startswith(("6011", "65"))
-        or 644 <= int(digits[:3]) <= 649  # Discover
-        or 622126 <= six <= 622925
-        or two == 62  # UnionPay
-        or 3528 <= four <= 3589  # JCB
-        or two in (50, 56, 57, 58, 67, 63)  # Maestro family
-    )
-    return issuer and luhn_valid(digits)
+    return card_layout_valid(number) and card_issuer_valid(digits) and luhn_valid(digits)
 
 
 def iban_valid(iban: str) -> bool:
@@ -73,8 +104,7 @@ def iban_valid(iban: str) -> bool:
     country = compact[:2]
     if not country.isalpha() or not compact[2:4].isdigit():
         return False
-    expected = IBAN_LENGTHS.get(country)
-    if expected is not None and len(compact) != expected:
+    if IBAN_LENGTHS.get(country) != len(compact):
         return False
     rearranged = compact[4:] + compact[:4]
     numeric = "".join(str(int(ch, 36)) for ch in rearranged)

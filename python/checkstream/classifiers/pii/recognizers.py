@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import phonenumbers
 import regex
+from phonenumbers import CountryCodeSource
 
 from checkstream.classifiers.pii import checksums
 
@@ -66,10 +68,14 @@ _SSN = _c(_B + r"\d{3}([- ])\d{2}\1\d{4}" + _E)
 _IPV4 = _c(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
 _IPV4_GROW = _c(r"(?<![\w.])\d{1,3}(?:\.\d{0,3}){0,3}")
 _IPV6 = _c(
-    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?![\w:])"
+    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?"
+    # never end on a lone ":" ("::1: next" is the address "::1" then punctuation)
+    r"(?<![^:]:)(?![\w]|:[\w:])"
 )
 _IPV6_GROW = _c(r"(?<![\w:.])(?:[0-9A-Fa-f]{1,4}|:)[0-9A-Fa-f:.]{0,44}")
-_PHONE = _c(r"(?<![\w+])\+?\(?\d[\d ().-]{5,20}\d" + _E)
+# A leading "(" belongs to the number only when it opens an area code: "(212) 555-0187", but
+# not "(020 7946 0958" after an unbalanced bracket.
+_PHONE = _c(r"(?<![\w+])(?:\+|\((?=\d{1,5}\)))?\d[\d ().-]{5,20}\d" + _E)
 # Grow patterns are plain character runs on purpose: ``regex`` prefers a full match to a partial
 # one, so a structured pattern would stop before a trailing separator ("4111 ") and miss it.
 _DIGITS_GROW = _c(r"(?<![\w+])[+(]?\d[\d ().-]{0,30}")
@@ -114,21 +120,70 @@ def _email_valid(candidate: str) -> bool:
     return candidate.rsplit(".", 1)[-1].lower() not in _NOT_TLDS
 
 
+_FIRST_GROUP = regex.compile(r"\s*\(?(\d+)")
+
+
+def _national_shape(candidate: str, digits: str) -> bool:
+    """How UK and US numbers are written without "+": a cheap filter before the costly parse.
+
+    UK: trunk "0" and 8-11 digits; US: ten digits with an area code 2-9, or "1" and ten more;
+    either may be dialled through an international prefix (00 / 011). The first group is an
+    area code or prefix (3-5 digits), "1", or the whole number: "12 34 56 78 90 12" is a list.
+    """
+    first = _FIRST_GROUP.match(candidate)
+    if first is None:
+        return False
+    head = first.group(1)
+    if digits.startswith(("00", "011")):
+        return True
+    if digits[0] == "0":
+        shape = 8 <= len(digits) <= 11
+    else:
+        shape = (len(digits) == 10 and digits[0] != "1") or (len(digits) == 11 and digits[0] == "1")
+    return shape and (3 <= len(head) <= 5 or head == digits or head == "1")
+
+
+# Candidates are re-validated as a stream's window grows and at every group start of a digit
+# run; the parse is the costly step, so repeated candidates are answered from a cache.
+@lru_cache(maxsize=4096)
 def _phone_valid(candidate: str) -> bool:
     digits = checksums.digits_only(candidate)
     if not 7 <= len(digits) <= 15:
         return False
+    # At most one bracketed group, closed: "(212) 555-0187", "+44 (0)20 ..."; an unclosed "("
+    # is punctuation between two other numbers.
+    if candidate.count("(") != candidate.count(")") or candidate.count("(") > 1:
+        return False
+    if "(" in candidate and candidate.index("(") > candidate.index(")"):
+        return False
+    international = candidate.lstrip().startswith("+")
+    if not international and not _national_shape(candidate, digits):
+        return False
     # International numbers parse on their own; national ones are tried as UK then US, the
     # jurisdictions the shipped policy packs target.
-    regions = (None,) if candidate.lstrip().startswith("+") else ("GB", "US")
+    regions = (None,) if international else ("GB", "US")
     for region in regions:
         try:
-            number = phonenumbers.parse(candidate, region)
+            number = phonenumbers.parse(candidate, region, keep_raw_input=True)
         except phonenumbers.NumberParseException:
+            continue
+        # Without a "+", phonenumbers also reads leading digits as a country code ("44 020 7946
+        # 0958"): then they are more likely a count or a reference in front of the number. The
+        # US "1-800-..." is the exception: "1" is how those numbers are dialled at home.
+        from_digits = number.country_code_source == CountryCodeSource.FROM_NUMBER_WITHOUT_PLUS_SIGN
+        if from_digits and not (region == "US" and len(digits) == 11 and digits[0] == "1"):
             continue
         if phonenumbers.is_valid_number(number):
             return True
     return False
+
+
+def _nhs_valid(candidate: str) -> bool:
+    # NHS numbers are printed 3-3-4 with spaces; the same digits with dashes that also make a
+    # valid phone number ("212-555-9242", one in eleven passes mod 11) are read as the phone.
+    if "-" in candidate and _phone_valid(candidate):
+        return False
+    return checksums.nhs_number_valid(candidate)
 
 
 RECOGNIZERS: tuple[Recognizer, ...] = (
@@ -138,7 +193,7 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
     Recognizer("CREDIT_CARD", _CARD, _DIGITS_GROW, checksums.card_valid, priority=30, trim=True),
     Recognizer("US_SSN", _SSN, _DIGITS_GROW, checksums.us_ssn_valid, priority=40),
     Recognizer("UK_NINO", _NINO, _NINO_GROW, checksums.uk_nino_valid, priority=40),
-    Recognizer("NHS_NUMBER", _NHS, _DIGITS_GROW, checksums.nhs_number_valid, priority=45),
+    Recognizer("NHS_NUMBER", _NHS, _DIGITS_GROW, _nhs_valid, priority=45),
     Recognizer("IP_ADDRESS", _IPV4, _IPV4_GROW, checksums.ip_address_valid, priority=50),
     Recognizer("IP_ADDRESS", _IPV6, _IPV6_GROW, checksums.ip_address_valid, priority=50),
     Recognizer("PHONE", _PHONE, _DIGITS_GROW, _phone_valid, priority=60, trim=True),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Collection
 
 import regex
@@ -22,52 +23,125 @@ _PEM = regex.compile(
 )
 
 
-def _confirm(rec: Recognizer, text: str, start: int, end: int) -> int | None:
-    """End of the validated span starting at ``start``, or None.
+def _valid_ends(rec: Recognizer, text: str, start: int, end: int) -> list[int]:
+    """Ends of the validated spans that start at ``start`` and end by ``end``, longest first.
 
-    Greedy patterns may run one group too far ("card 4111 1111 1111 1111 12"), so when the whole
-    candidate fails, shorter candidates ending at a separator are tried, longest first.
+    Greedy patterns may run one group too far ("card 4111 1111 1111 1111 12", or a second phone
+    number written straight after the first), so shorter candidates ending at a group boundary
+    are validated too; ``find_pii``'s overlap resolution picks among them ("0113 496 0000 020"
+    parses as a US call to Spain, but "0113 496 0000" then "020 ..." covers more text).
     """
     if rec.validate is None:
-        return end
+        return [end]
     candidate = text[start:end]
-    if rec.validate(candidate):
-        return end
+    ends = [end] if rec.validate(candidate) else []
     if not rec.trim:
-        return None
+        return ends
     for cut in range(len(candidate) - 1, 0, -1):
         at_group_end = candidate[cut] in _SEPARATORS and candidate[cut - 1] not in _SEPARATORS
         if at_group_end and rec.validate(candidate[:cut]):
-            return start + cut
+            ends.append(start + cut)
+    return ends
+
+
+def _next_group_start(text: str, start: int, end: int) -> int | None:
+    """The first group inside ``text[start:end]`` after ``start`` that follows a space.
+
+    Candidates are re-proposed only from space-separated groups: "12 4111 1111 1111 1111" holds
+    a card after a count, while the "01" of "2024-01-15" starts nothing.
+    """
+    i = text.find(" ", start, end)
+    while i != -1:
+        j = i + 1
+        while j < end and text[j] == " ":
+            j += 1
+        if j < end:
+            return j
+        i = text.find(" ", j, end)
     return None
+
+
+def _spans(rec: Recognizer, text: str) -> list[tuple[int, int]]:
+    """Validated spans of one recognizer: every valid one at each candidate start.
+
+    For the greedy digit/group recognizers (``trim``), every space-separated group of a
+    rejected or accepted candidate is also tried as a start, so two numbers written side by
+    side are both found, a number after an unrelated one ("42 020 7946 0958") is found on its
+    own, and a bogus span that borrows a neighbour's digits loses to the longer real one in
+    ``find_pii``'s overlap resolution.
+    """
+    out: list[tuple[int, int]] = []
+    pos = 0
+    n = len(text)
+    while pos < n:
+        m = rec.pattern.search(text, pos)
+        if m is None:
+            break
+        start = m.start()
+        out.extend((start, end) for end in _valid_ends(rec, text, start, m.end()) if end > start)
+        nxt = _next_group_start(text, start, m.end()) if rec.trim else None
+        pos = nxt if nxt is not None else max(m.end(), start + 1)
+    return out
 
 
 def find_pii(text: str, entities: Collection[str] | None = None) -> list[PiiMatch]:
     """All PII spans in ``text`` (char offsets), non-overlapping, ordered by start.
 
     ``entities`` restricts the search to those types (see ``PII_ENTITY_TYPES``); an unknown
-    name raises ``ValueError``. Where two recognizers claim overlapping text, the longer span
-    wins (a phone number with its country code over the ten digits inside it), then the more
+    name raises ``ValueError``. Where candidates overlap, the set covering the most text wins
+    (a phone number with its country code over the ten digits inside it), then the more
     specific recognizer (an NHS number over a phone number of the same digits).
     """
     if not isinstance(text, str):
         raise TypeError(f"find_pii expects str, got {type(text).__name__}")
     candidates: list[tuple[int, int, int, str]] = []
     for rec in _selected(entities):
-        for m in rec.pattern.finditer(text):
-            end = _confirm(rec, text, m.start(), m.end())
-            if end is not None and end > m.start():
-                candidates.append((rec.priority, m.start(), end, rec.entity))
-    candidates.sort(key=lambda c: (-(c[2] - c[1]), c[0], c[1]))
-    taken: list[tuple[int, int]] = []
-    found: list[PiiMatch] = []
-    for _, start, end, entity in candidates:
-        if any(start < t_end and t_start < end for t_start, t_end in taken):
-            continue
-        taken.append((start, end))
-        found.append(PiiMatch(entity, start, end, placeholder_for(entity)))
-    found.sort(key=lambda m: m.start)
-    return found
+        for start, end in _spans(rec, text):
+            candidates.append((rec.priority, start, end, rec.entity))
+    return [
+        PiiMatch(entity, start, end, placeholder_for(entity))
+        for start, end, entity in _resolve_overlaps(candidates)
+    ]
+
+
+def _resolve_overlaps(candidates: list[tuple[int, int, int, str]]) -> list[tuple[int, int, str]]:
+    """The non-overlapping subset of (priority, start, end, entity) covering the most text.
+
+    Ties go to the more specific recognizers (lower priority numbers), then to the earlier
+    spans. Covering the most text (rather than taking the longest span first) keeps a span that
+    borrows digits from two neighbours ("…0005 (001" between an NHS number and an SSN) from
+    evicting both, while a number with its country code still beats the digits inside it.
+    """
+    if not candidates:
+        return []
+    items = sorted(set(candidates), key=lambda c: (c[2], c[1], c[0]))
+    ends = [c[2] for c in items]
+    # best[i]: (covered chars, -sum of priorities, -sum of starts) over items[:i]
+    best: list[tuple[int, int, int]] = [(0, 0, 0)]
+    took: list[bool] = []
+    prev: list[int] = []
+    for priority, start, end, _ in items:
+        j = bisect.bisect_right(ends, start, 0, len(prev))
+        a, b, c = best[j]
+        with_it = (a + end - start, b - priority, c - start)
+        prev.append(j)
+        if with_it > best[-1]:
+            best.append(with_it)
+            took.append(True)
+        else:
+            best.append(best[-1])
+            took.append(False)
+    chosen: list[tuple[int, int, str]] = []
+    i = len(items)
+    while i > 0:
+        if took[i - 1]:
+            _, start, end, entity = items[i - 1]
+            chosen.append((start, end, entity))
+            i = prev[i - 1]
+        else:
+            i -= 1
+    chosen.reverse()
+    return chosen
 
 
 def pii_hold_from(text: str, entities: Collection[str] | None = None) -> int | None:
