@@ -337,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
             "call per window, or per `check_interval` (8) deltas when streaming, and dominates "
             "its cost; the deterministic triggers alone are the second pair of rows. The naive "
             "streaming guard rescans everything after every token; ours judges each character "
-            "once (regex/PII every holdback/2 deltas, before the holdback would release it). "
+            "once (regex/PII every `holdback` deltas, every holdback/2 while a possible match "
+            "is pending, always before the holdback would release the text). "
             "The phrase rows: ours stays flat as rules grow (one automaton, and a match looks up "
             "only the rules of its phrase), the naive loop grows linearly.",
             "",

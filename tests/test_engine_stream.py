@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import itertools
+import time
+from collections.abc import Sequence
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from checkstream.classifiers.registry import ClassifierRegistry
+from checkstream.classifiers.rules import PatternClassifier
 from checkstream.engine import Guard, RequestContext
 from checkstream.policy.loader import load_policy_text
 
@@ -135,3 +141,110 @@ def test_long_stream_keeps_bounded_state() -> None:
     released += len(sg.finish().text)
     assert released == 20000 * len("the cat sat ")
     assert len(sg._text) < 8192  # only a bounded tail of the stream is kept for the scanners
+
+
+# --------------------------------------------------------------------------- classifier lag
+# A classifier verdict may be applied `classifier_lag` deltas after its check started (the
+# proxy lets the model run in the background meanwhile). Nothing it judges may leave before.
+
+
+@dataclasses.dataclass
+class SlowTox(PatternClassifier):
+    """The pattern classifier on a worker thread, slower than a token: verdicts arrive late."""
+
+    delay_s: float = 0.0
+
+    @property
+    def offload(self) -> bool:
+        return True
+
+    def score(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        time.sleep(self.delay_s)
+        return super().score(texts)
+
+
+def tox_guard(delay_s: float = 0.0) -> Guard:
+    tox = SlowTox(
+        name="toxicity", labels=("toxic",), version="p1", threshold=0.5,
+        patterns={"toxic": ("idiot",)}, timeout_ms=5000, delay_s=delay_s,
+    )  # fmt: skip
+    reg = ClassifierRegistry({"toxicity": tox}, {})
+    policy = (
+        "name: lag\nversion: '1'\nrules:\n"
+        "  - {name: tox, trigger: {classifier: {name: toxicity, label: toxic}}, "
+        "actions: [{stop: {message: stopped}}]}\n"
+        "  - {name: pii, trigger: {pii: [EMAIL]}, actions: [redact]}\n"
+    )
+    return Guard(load_policy_text(policy, registry=reg), reg)
+
+
+LAG_GUARD = tox_guard()
+Steps = list[tuple[str, bool, int]]
+
+
+def run_lagged(chunks: list[str], holdback: int, interval: int, lag: int) -> tuple[Steps, Steps]:
+    """Per step (released text, stopped, checks applied) through feed and through afeed."""
+
+    def sync() -> Steps:
+        sg = LAG_GUARD.stream(
+            CTX, holdback=holdback, check_interval=interval, window=interval + 8,
+            classifier_lag=lag,
+        )  # fmt: skip
+        steps = [sg.feed(c) for c in chunks] + [sg.finish()]
+        return [(s.text, s.stopped, len(s.checks)) for s in steps]
+
+    async def asynchronous() -> Steps:
+        sg = LAG_GUARD.stream(
+            CTX, holdback=holdback, check_interval=interval, window=interval + 8,
+            classifier_lag=lag,
+        )  # fmt: skip
+        steps = [await sg.afeed(c) for c in chunks] + [await sg.afinish()]
+        return [(s.text, s.stopped, len(s.checks)) for s in steps]
+
+    return sync(), asyncio.run(asynchronous())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    words=st.lists(st.sampled_from([*WORDS, "idiot", "jane.doe@example.com"]), min_size=1,
+                   max_size=40),
+    data=st.data(),
+    holdback=st.integers(0, 20),
+    interval=st.integers(1, 8),
+    lag=st.integers(0, 24),
+)  # fmt: skip
+def test_lagged_verdicts_never_leak_and_feed_equals_afeed(
+    words: list[str], data: st.DataObject, holdback: int, interval: int, lag: int
+) -> None:
+    text = " ".join(words)
+    cuts = data.draw(st.lists(st.integers(1, max(1, len(text) - 1)), max_size=40))
+    chunks = split(text, cuts)
+    lagged, alagged = run_lagged(chunks, holdback, interval, lag)
+    assert lagged == alagged  # the verdict lands on the same delta on both paths
+    released = "".join(t for t, _, _ in lagged)
+    assert "idiot" not in released and "jane.doe@example.com" not in released
+    stopped = any(s for _, s, _ in lagged)
+    assert stopped == ("idiot" in words)
+    if not stopped:  # a late verdict changes when text leaves, never what leaves
+        now, _ = run_lagged(chunks, holdback, interval, 0)
+        assert released == "".join(t for t, _, _ in now)
+
+
+def test_a_slow_verdict_holds_its_text_until_it_lands() -> None:
+    g = tox_guard(delay_s=0.05)  # far slower than the deltas arrive
+
+    async def run() -> tuple[list[str], list[bool]]:
+        sg = g.stream(CTX, holdback=2, check_interval=2, window=8, classifier_lag=2)
+        texts, stops = [], []
+        for delta in ["fine ", "words ", "you ", "idiot ", "and ", "more ", "text ", "here"]:
+            step = await sg.afeed(delta)
+            texts.append(step.text)
+            stops.append(step.stopped)
+            if step.stopped:
+                break
+        return texts, stops
+
+    texts, stops = asyncio.run(run())
+    assert stops[-1] and "idiot" not in "".join(texts)
+    # "idiot " arrived at delta 4; its check started there and was applied at delta 6.
+    assert len(stops) == 6 and "".join(texts) == "fine words "

@@ -198,11 +198,16 @@ def test_no_leak_two_choices_and_tool_arguments(
                                        messages=[{"role": "user", "content": "x"}])
     original = "".join(tokens)
     assert BANNED not in texts[0] and EMAIL not in texts[0]
-    assert EMAIL not in args[1] and "eve.adams@" not in args[1]
-    assert json.loads(args[1])["to"] == "[EMAIL]"
-    tool = plain.choices[1].message.tool_calls[0]  # type: ignore[index]
-    assert tool.function.arguments == args[1]  # type: ignore[union-attr]
-    assert finish[1] == "tool_calls"
+    assert EMAIL not in args.get(1, "") and "eve.adams@" not in args.get(1, "")
+    if re.search(r"\bforbidden fruit\b", "".join(arg_tokens)):
+        # The note drew the banned phrase: the tool call is stopped like any text.
+        assert BANNED not in args.get(1, "")
+        assert finish[1] == "content_filter" == plain.choices[1].finish_reason
+    else:
+        assert json.loads(args[1])["to"] == "[EMAIL]"
+        tool = plain.choices[1].message.tool_calls[0]  # type: ignore[index]
+        assert tool.function.arguments == args[1]  # type: ignore[union-attr]
+        assert finish[1] == "tool_calls"
     if re.search(r"\bforbidden fruit\b", original):
         assert finish[0] == "content_filter" == plain.choices[0].finish_reason
     else:

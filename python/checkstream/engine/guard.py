@@ -169,10 +169,14 @@ class Guard:
         check_interval: int = 8,
         window: int = 64,
         window_chars: int = 1024,
+        classifier_lag: int = 0,
     ) -> StreamGuard:
         """One guard per output stream (choice / content block): ``holdback`` deltas are held;
         classifiers run every ``check_interval`` deltas on the last ``window`` deltas (at most
-        ``window_chars`` characters a window)."""
+        ``window_chars`` characters a window), and their verdicts are applied
+        ``classifier_lag`` deltas after the check started (``afeed`` runs the model meanwhile;
+        up to ``holdback - check_interval`` this costs no release latency, and nothing a
+        verdict judges is released before it is applied)."""
         return StreamGuard(
             self,
             ctx,
@@ -180,6 +184,7 @@ class Guard:
             check_interval=check_interval,
             window=window,
             window_chars=window_chars,
+            classifier_lag=classifier_lag,
         )
 
     def check_output(self, text: str, ctx: RequestContext) -> OutputResult:

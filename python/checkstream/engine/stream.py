@@ -5,6 +5,23 @@ incrementally on a window that crosses chunk boundaries and hold (``hold_from``)
 could still become a match; classifiers run every ``check_interval`` deltas on the last ``window``
 deltas, and nothing they have not seen is released. Then the fired rules act: ``stop`` stops the
 buffer, ``redact`` redacts it, and only then is text released.
+
+The per-delta cost is what a proxy pays on every token of every stream, so the step does as
+little as it can:
+
+* the deltas are kept as a list and joined only when a scanner or classifier reads them (a
+  ``str +=`` on an attribute copies the whole tail every token);
+* regex and PII scanners run every ``holdback`` deltas, not every delta: text leaves the buffer
+  only ``holdback`` deltas after it arrived and never past what the scanners judged, so a scan
+  that late still comes before any release of what it judges, and costs no latency;
+* the buffer's external hold is recomputed only when a scanner or a classifier moved it;
+* a classifier check may be *launched* when due and *applied* ``classifier_lag`` deltas later
+  (the proxy sets ``holdback - check_interval``): on the async path the model runs in the
+  background, batched with the other streams' windows, while this stream keeps flowing, and the
+  step that applies the verdict awaits it only if it is not in yet. Until it is applied, the
+  text it judges stays held (the hold never passes the last applied check), so a late verdict
+  can never leak. The verdict is applied at the same delta in ``feed`` and ``afeed``, so both
+  paths decide identically.
 """
 
 from __future__ import annotations
@@ -57,6 +74,21 @@ class _Window(TypedDict):
     end: int
 
 
+_Results = list[tuple[list[CheckRecord], list[LeafEvent]]]
+
+
+class _Check:
+    """Classifier windows launched at one delta, applied at delta ``due``."""
+
+    __slots__ = ("due", "end", "task", "windows")
+
+    def __init__(self, windows: list[_Window], due: int, end: int) -> None:
+        self.windows = windows
+        self.due = due
+        self.end = end  # every character before this is inside one of the windows
+        self.task: asyncio.Task[_Results] | None = None
+
+
 class StreamGuard:
     """Guards one stream of text deltas. Not thread-safe: one per stream, fed in order."""
 
@@ -69,6 +101,7 @@ class StreamGuard:
         check_interval: int = 8,
         window: int = 64,
         window_chars: int = 1024,
+        classifier_lag: int = 0,
     ) -> None:
         if holdback < 0 or check_interval < 1 or window < check_interval:
             raise ValueError(
@@ -77,6 +110,8 @@ class StreamGuard:
             )
         if window_chars < 2 * WINDOW_CONTEXT:
             raise ValueError(f"window_chars must be at least {2 * WINDOW_CONTEXT}")
+        if classifier_lag < 0:
+            raise ValueError("classifier_lag must be >= 0")
         pset = guard.policy_set
         self.guard = guard
         self.ctx = ctx
@@ -85,24 +120,35 @@ class StreamGuard:
         self.holdback = holdback
         self.window = window
         self.window_chars = window_chars
+        self.classifier_lag = classifier_lag
         plan = pset.plan(PHASE)
         self._plan = plan
         self._phrase_ids = plan.phrase_ids
         self._patterns = [PatternStream(leaf) for leaf in plan.patterns]
         self._pii = PiiStream(plan.pii) if plan.pii else None
+        self._scanning = bool(self._patterns or self._pii)
         self._classifiers = group_by_classifier(plan.classifiers)
         self._buffer = HoldbackBuffer(holdback, pset.matcher if self._phrase_ids else None)
-        self._external_hold = bool(self._patterns or self._pii or self._classifiers)
+        self._external_hold = bool(self._scanning or self._classifiers)
+        self._hold: int | None = None
+        if self._external_hold:
+            # Nothing is judged yet; the hold moves as scanners and verdicts advance.
+            self._hold = 0
+            self._buffer.hold_from(0)
+        self._hold_moved = False  # set when a scanner or a verdict may have moved the hold
         self._fired_leaves: set[int] = set()
         self._fired_rules: set[tuple[str, str]] = set()
-        self._text = ""  # the stream's text from absolute offset _text_start on
+        self._joined = ""  # the stream's text from absolute offset _text_start on ...
+        self._tail: list[str] = []  # ... followed by these deltas, not joined yet
         self._text_start = 0
         self._end = 0
         self._deltas: deque[int] = deque(maxlen=window)  # start offsets of the last deltas
         self._since_check = 0
         self._since_scan = 0
-        self._scan_every = max(1, holdback // 2)
-        self._checked_to = 0
+        self._scan_every = max(1, holdback)
+        self._launched_to = 0  # text inside a launched classifier window
+        self._checked_to = 0  # text inside an applied one (what the hold may pass)
+        self._pending: deque[_Check] = deque()
         self._started = False
         self._finished = False
         self.stopped = False
@@ -120,129 +166,201 @@ class StreamGuard:
     def feed(self, delta: str) -> StreamStep:
         if self.stopped or self._finished:
             return _empty(self.stopped, self.stop_message)
-        released, events = self._begin(delta)
-        if self._classifier_due(final=False):
-            events += self._classify_sync()
+        released, events = self._begin(delta, background=False)
+        if self._pending and self._pending[0].due <= self.tokens:
+            events += self._apply_sync(final=False)
         return self._complete(released, events, final=False)
 
     async def afeed(self, delta: str) -> StreamStep:
         if self.stopped or self._finished:
             return _empty(self.stopped, self.stop_message)
-        released, events = self._begin(delta)
-        if self._classifier_due(final=False):
-            events += await self._classify_async()
+        released, events = self._begin(delta, background=True)
+        if self._pending and self._pending[0].due <= self.tokens:
+            events += await self._apply_async(final=False)
         return self._complete(released, events, final=False)
 
     def finish(self) -> StreamStep:
         if self.stopped or self._finished:
             return _empty(self.stopped, self.stop_message)
         events = self._begin_finish()
-        if self._classifier_due(final=True):
-            events += self._classify_sync()
+        if self._pending:
+            events += self._apply_sync(final=True)
         return self._complete("", events, final=True)
 
     async def afinish(self) -> StreamStep:
         if self.stopped or self._finished:
             return _empty(self.stopped, self.stop_message)
         events = self._begin_finish()
-        if self._classifier_due(final=True):
-            events += await self._classify_async()
+        if self._pending:
+            events += await self._apply_async(final=True)
         return self._complete("", events, final=True)
 
     @property
     def held_text(self) -> str:
         return str(self._buffer.held_text)
 
+    @property
+    def _text(self) -> str:
+        """The stream's text from ``_text_start`` on (joins the deltas not joined yet)."""
+        if self._tail:
+            self._joined += "".join(self._tail)
+            self._tail.clear()
+        return self._joined
+
     # ---- the step, in two halves around the (sync or async) classifier call
 
-    def _begin(self, delta: str) -> tuple[str, list[LeafEvent]]:
-        buffer = self._buffer
-        if self._external_hold:
-            # Nothing past what every scanner has judged may leave with this push.
-            buffer.hold_from(self._hold_position())
-        released, matches = buffer.push(delta)
+    def _begin(self, delta: str, *, background: bool) -> tuple[str, list[LeafEvent]]:
+        # The buffer's external hold was set by the previous step and only moves when a
+        # scanner or a classifier verdict moves it.
+        released, matches = self._buffer.push(delta)
         self.tokens += 1
-        self._since_check += 1
-        self._deltas.append(self._end)
-        self._text += delta
-        self._end += len(delta)
-        events = phrase_events_from_matches(self.guard.policy_set, matches, self._phrase_ids)
-        self._since_scan += 1
-        if self._since_scan >= self._scan_every:
-            # Text is only released `holdback` deltas after it arrived and never past what the
-            # scanners judged, so scanning every holdback/2 deltas costs no extra latency while
-            # dividing the regex/PII work.
-            self._since_scan = 0
-            for scanner in self._patterns:
-                events += scanner.step(self._text, self._text_start, final=False)
-            if self._pii is not None:
-                events += self._pii.step(self._text, self._text_start, final=False)
+        start = self._end
+        self._deltas.append(start)
+        if self._external_hold:  # phrases alone need no text here: the buffer has it
+            self._tail.append(delta)
+        self._end = start + len(delta)
+        events = (
+            phrase_events_from_matches(self.guard.policy_set, matches, self._phrase_ids)
+            if matches
+            else []
+        )
+        if self._scanning:
+            self._since_scan += 1
+            if self._since_scan >= self._scan_every:
+                events += self._scan(final=False)
+        if self._classifiers:
+            self._since_check += 1
+            if self._since_check >= self.check_interval:
+                self._launch(background)
         return released, events
 
     def _begin_finish(self) -> list[LeafEvent]:
         self._finished = True
         matches = self._buffer.finish()
         events = phrase_events_from_matches(self.guard.policy_set, matches, self._phrase_ids)
-        for scanner in self._patterns:
-            events += scanner.step(self._text, self._text_start, final=True)
-        if self._pii is not None:
-            events += self._pii.step(self._text, self._text_start, final=True)
+        if self._scanning:
+            events += self._scan(final=True)
+        if self._classifiers and self._end > self._launched_to:
+            self._launch(background=False)
         return events
 
-    def _classifier_due(self, *, final: bool) -> bool:
-        if not self._classifiers or self._end <= self._checked_to:
-            return False
-        return final or self._since_check >= self.check_interval
+    def _scan(self, *, final: bool) -> list[LeafEvent]:
+        text, origin, end = self._text, self._text_start, self._end
+        events: list[LeafEvent] = []
+        judged = end
+        for scanner in self._patterns:
+            events += scanner.step(text, origin, final=final)
+            judged = min(judged, scanner.scan_from)
+        if self._pii is not None:
+            events += self._pii.step(text, origin, final=final)
+            judged = min(judged, self._pii.scan_from)
+        self._since_scan = 0
+        # Text is released `holdback` deltas after it arrived, so scanning every `holdback`
+        # deltas judges it in time. A scan that left a possible match pending holds the stream
+        # at its start: look again sooner, so that the hold is lifted without a stall.
+        self._scan_every = max(1, self.holdback if judged >= end else self.holdback // 2)
+        self._hold_moved = True
+        return events
+
+    # ---- classifiers: launched when due, applied `classifier_lag` deltas later
+
+    def _launch(self, background: bool) -> None:
+        if self._end <= self._launched_to:
+            self._since_check = 0
+            return
+        windows = self._windows()
+        check = _Check(windows, self.tokens + self.classifier_lag, self._launched_to)
+        if background and self.classifier_lag > 0:
+            check.task = asyncio.ensure_future(self._run_async(windows))
+        self._pending.append(check)
 
     def _windows(self) -> list[_Window]:
-        """The classifier windows covering every unchecked character.
+        """The classifier windows covering every character no window has covered yet.
 
         Normally one: the last ``window`` deltas, at most ``window_chars`` characters. A huge
         delta (a whole non-streamed answer) is cut into consecutive windows, so a model that
         truncates its input never leaves the end of a long text unscored.
         """
         lo = max(self._deltas[0] if self._deltas else self._end, self._text_start)
+        text_all, origin = self._text, self._text_start
         out: list[_Window] = []
-        new_from = self._checked_to
+        new_from = self._launched_to
         while True:
             end = min(self._end, new_from + self.window_chars - WINDOW_CONTEXT)
             if self._end - end < WINDOW_CONTEXT:
                 end = self._end  # no sliver of a last window
             start = max(lo, end - self.window_chars)
-            text = self._text[start - self._text_start : end - self._text_start]
+            text = text_all[start - origin : end - origin]
             out.append({"text": text, "phase": PHASE, "start": start, "end": end})
             if end >= self._end:
                 break
             new_from = end
         self._since_check = 0
-        self._checked_to = self._end
+        self._launched_to = self._end
         return out
 
-    def _classify_sync(self) -> list[LeafEvent]:
+    def _run_sync(self, windows: list[_Window]) -> _Results:
+        return [run_sync(self.guard.registry, self._classifiers, **w) for w in windows]
+
+    async def _run_async(self, windows: list[_Window]) -> _Results:
+        registry, groups = self.guard.registry, self._classifiers
+        if len(windows) == 1:  # the streaming case: no gather and its tasks
+            return [await run_async(registry, groups, **windows[0])]
+        return list(await asyncio.gather(*(run_async(registry, groups, **w) for w in windows)))
+
+    def _due(self, final: bool) -> list[_Check]:
+        out: list[_Check] = []
+        while self._pending and (final or self._pending[0].due <= self.tokens):
+            out.append(self._pending.popleft())
+        return out
+
+    def _apply_sync(self, *, final: bool) -> list[LeafEvent]:
         events: list[LeafEvent] = []
-        for window in self._windows():
-            records, found = run_sync(self.guard.registry, self._classifiers, **window)
-            self._note_checks(records)
-            events += found
+        for check in self._due(final):
+            task = check.task
+            if task is not None and task.done() and not task.cancelled():
+                results = task.result()
+            else:  # launched by afeed, now fed synchronously: judge it here
+                if task is not None:
+                    task.cancel()
+                results = self._run_sync(check.windows)
+            events += self._applied(check, results)
         return events
 
-    async def _classify_async(self) -> list[LeafEvent]:
-        windows = self._windows()
-        results = await asyncio.gather(
-            *(run_async(self.guard.registry, self._classifiers, **w) for w in windows)
-        )
+    async def _apply_async(self, *, final: bool) -> list[LeafEvent]:
+        events: list[LeafEvent] = []
+        for check in self._due(final):
+            if check.task is not None:
+                results = await check.task
+            else:
+                results = await self._run_async(check.windows)
+            events += self._applied(check, results)
+        return events
+
+    def _applied(self, check: _Check, results: _Results) -> list[LeafEvent]:
         events: list[LeafEvent] = []
         for records, found in results:
-            self._note_checks(records)
+            self.checks.extend(records)
+            self._step_checks.extend(records)
             events += found
+        self._checked_to = check.end
+        self._hold_moved = True
         return events
 
-    def _note_checks(self, records: list[CheckRecord]) -> None:
-        self.checks.extend(records)
-        self._step_checks.extend(records)
+    def _drop_pending(self) -> None:
+        """After a stop: verdicts still to come decide nothing (their text is never released)
+        and are not recorded, so that ``feed`` and ``afeed`` leave the same record."""
+        for check in self._pending:
+            if check.task is not None:
+                check.task.cancel()
+        self._pending.clear()
+
+    # ---- decisions and release
 
     def _complete(self, released: str, events: list[LeafEvent], *, final: bool) -> StreamStep:
-        step_checks, self._step_checks = self._step_checks, []
+        step_checks = self._step_checks
+        if step_checks:
+            self._step_checks = []
         firings: list[Firing] = []
         if not self._started:
             self._started = True
@@ -266,12 +384,24 @@ class StreamGuard:
         hits = self._act(order_firings(firings)) if firings else []
         text = released
         if not self.stopped:
-            if self._external_hold:
-                self._buffer.hold_from(None if final else self._hold_position())
-            text += self._buffer.flush() if final else self._buffer.release()
+            buffer = self._buffer
+            if final:
+                if self._external_hold:
+                    buffer.hold_from(None)
+                text += buffer.flush()
+            else:
+                if self._hold_moved:
+                    self._hold_moved = False
+                    hold = self._hold_position()
+                    if hold != self._hold:
+                        self._hold = hold
+                        buffer.hold_from(hold)
+                    self._trim()
+                text += buffer.release()
         self.released_chars += len(text)
-        self._trim()
-        return StreamStep(text, self.stopped, self.stop_message, hits, step_checks, self.decoding)
+        return StreamStep(
+            text, self.stopped, self.stop_message, hits, step_checks or [], self.decoding
+        )
 
     def _act(self, firings: list[Firing]) -> list[RuleHit]:
         hits = [f.hit(PHASE) for f in firings]
@@ -285,6 +415,7 @@ class StreamGuard:
             self.stopped = True
             action = stop.rule.action("stop")
             self.stop_message = getattr(action, "message", None)
+            self._drop_pending()
         else:
             floor = int(self._buffer.released_chars)
             self._redacted = [(s, e) for s, e in self._redacted if e > floor]
@@ -301,6 +432,8 @@ class StreamGuard:
         return hits
 
     def _hold_position(self) -> int:
+        """Nothing from here on may leave: the earliest offset a scanner has not judged or a
+        classifier verdict has not been applied to."""
         pos = self._end
         for scanner in self._patterns:
             pos = min(pos, scanner.scan_from)
@@ -308,10 +441,12 @@ class StreamGuard:
             pos = min(pos, self._pii.scan_from)
         if self._classifiers:
             pos = min(pos, self._checked_to)
-        return max(pos, int(self._buffer.released_chars))
+        return pos
 
     def _trim(self) -> None:
         """Drop text no scanner or classifier window can still need (keeps the work O(n))."""
+        if self._end - self._text_start <= 4096 + SEAM_CONTEXT:
+            return
         keep = self._end
         for scanner in self._patterns:
             keep = min(keep, scanner.scan_from)
@@ -321,7 +456,7 @@ class StreamGuard:
             keep = min(keep, self._deltas[0])
         keep = max(self._text_start, keep - SEAM_CONTEXT)
         if keep - self._text_start > 4096:
-            self._text = self._text[keep - self._text_start :]
+            self._joined = self._text[keep - self._text_start :]
             self._text_start = keep
 
 

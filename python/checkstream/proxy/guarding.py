@@ -146,8 +146,14 @@ class GuardSession:
             stream: StreamGuard | None = None
             if self.guard is not None and self.settings.midstream.enabled:
                 mid = self.settings.midstream
+                # Classifier verdicts land just before the text they judge would be released:
+                # the model runs in the background (batched across streams) instead of
+                # stalling this stream every `check_interval` tokens.
                 stream = self.guard.stream(
-                    self.ctx, holdback=mid.holdback_size, check_interval=mid.check_interval
+                    self.ctx,
+                    holdback=mid.holdback_size,
+                    check_interval=mid.check_interval,
+                    classifier_lag=max(0, mid.holdback_size - mid.check_interval),
                 )
             ch = Channel(self, key, stream)
             self.channels[key] = ch
