@@ -23,7 +23,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import httpx
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CollectorRegistry
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -33,11 +33,11 @@ from checkstream.proxy.codecs.base import decision_comment
 from checkstream.proxy.codecs.openai_chat import OpenAIChatCodec
 from checkstream.proxy.config import ConfigError, ProxyConfig
 from checkstream.proxy.guarding import GuardSession
-from checkstream.proxy.metrics import ProxyMetrics
 from checkstream.proxy.runtime import TenantRuntime
 from checkstream.proxy.sse import SSEError, SSEParser
 from checkstream.proxy.tenants import TenantError, TenantResolver
 from checkstream.proxy.upstream import UpstreamError, UpstreamResponse, UpstreamStreamError
+from checkstream.telemetry.metrics import Metrics
 
 log = logging.getLogger("checkstream.proxy")
 
@@ -52,9 +52,12 @@ class ProxyState:
 
     def __init__(self, config: ProxyConfig, *, registry: Any | None = None,
                  decision_log: Any | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.config = config
-        self.metrics = ProxyMetrics()
+        # One registry per app (tests and embedded apps never share state); the decision log
+        # counts into the same set, so /metrics shows the audit figures too.
+        self.metrics = metrics if metrics is not None else Metrics(CollectorRegistry())
         self.resolver = TenantResolver(config)
         self.registry = registry
         self.runtimes = {
@@ -76,6 +79,11 @@ class ProxyState:
         for h in session.hits:
             m.rule_hits.labels(policy=h.policy, rule=h.rule, phase=h.phase, action=h.action,
                                mode=h.mode).inc()
+        for c in session.checks():
+            outcome = "timeout" if c.timed_out else "failed" if c.failed else "ok"
+            m.classifier_calls.labels(classifier=c.classifier, outcome=outcome).inc()
+        for stage, seconds in session.stage_seconds().items():
+            m.stage_latency.labels(stage=stage).observe(seconds)
         if self.decision_log is not None:
             try:
                 self.decision_log.append(session.record())
@@ -97,12 +105,14 @@ def create_app(config: ProxyConfig, *, registry: Any | None = None,
                decision_log: Any | None = None,
                transport: httpx.AsyncBaseTransport | None = None) -> Quart:
     """The proxy as an ASGI app. ``decision_log`` defaults to ``telemetry.decision_log``."""
+    metrics = Metrics(CollectorRegistry())
     if decision_log is None and config.telemetry.decision_log is not None:
         from checkstream.audit import DecisionLog
 
-        decision_log = DecisionLog(config.telemetry.decision_log)
+        decision_log = DecisionLog(config.telemetry.decision_log, metrics=metrics)
     registry = _checked_registry(config, registry)
-    state = ProxyState(config, registry=registry, decision_log=decision_log, transport=transport)
+    state = ProxyState(config, registry=registry, decision_log=decision_log, transport=transport,
+                       metrics=metrics)
     app = Quart("checkstream.proxy")
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
     app.config["RESPONSE_TIMEOUT"] = config.server.timeout
@@ -140,8 +150,9 @@ def create_app(config: ProxyConfig, *, registry: Any | None = None,
                         content_type="application/json")
 
     @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(state.metrics.registry), content_type=CONTENT_TYPE_LATEST)
+    async def metrics_page() -> Response:
+        body, content_type = state.metrics.render()
+        return Response(body, content_type=content_type)
 
     # ------------------------------------------------------------------ errors
     @app.errorhandler(RequestEntityTooLarge)

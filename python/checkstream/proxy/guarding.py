@@ -18,6 +18,7 @@ from typing import Any
 
 from checkstream.engine import (
     ChatMessage,
+    CheckRecord,
     EgressResult,
     Guard,
     RequestContext,
@@ -203,6 +204,29 @@ class GuardSession:
             "action": self.action,
             "rules": rules,
         }
+
+    def checks(self) -> list[CheckRecord]:
+        """Every classifier run of the request (ingress, each channel, egress)."""
+        out: list[CheckRecord] = []
+        if self.ingress_result is not None:
+            out += self.ingress_result.checks
+        for ch in self.channels.values():
+            if ch.stream is not None:
+                out += ch.stream.checks
+        for eg in self.egress_results:
+            out += eg.checks
+        return out
+
+    def stage_seconds(self) -> dict[str, float]:
+        """Time per guard stage, for ``checkstream_stage_latency_seconds``."""
+        out: dict[str, float] = {}
+        if self.ingress_result is not None:
+            out["ingress"] = getattr(self, "ingress_seconds", 0.0)
+        if self.channels:
+            out["midstream"] = self.guard_seconds
+        if self.egress_results:
+            out["egress"] = sum(r.latency_ms for r in self.egress_results) / 1000
+        return out
 
     def output_text(self) -> str:
         parts = []

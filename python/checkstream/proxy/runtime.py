@@ -12,10 +12,11 @@ import httpx
 import checkstream
 from checkstream.engine import Guard
 from checkstream.policy import PolicySet, PolicyStore
+from checkstream.policy.errors import PolicyError
 from checkstream.proxy.config import ConfigError, PoliciesConfig
-from checkstream.proxy.metrics import ProxyMetrics
 from checkstream.proxy.tenants import Tenant
 from checkstream.proxy.upstream import Upstream
+from checkstream.telemetry.metrics import Metrics
 
 log = logging.getLogger("checkstream.proxy")
 
@@ -45,7 +46,7 @@ def policy_paths(cfg: PoliciesConfig) -> tuple[Path, ...]:
 
 
 class TenantRuntime:
-    def __init__(self, tenant: Tenant, *, registry: Any | None, metrics: ProxyMetrics,
+    def __init__(self, tenant: Tenant, *, registry: Any | None, metrics: Metrics,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.tenant = tenant
         self.registry = registry
@@ -58,14 +59,19 @@ class TenantRuntime:
                                  on_error=self._on_reload_error, on_swap=self._on_swap)
         self._guards: dict[str, Guard] = {}
         self.upstream = Upstream(tenant.backend, transport=transport, metrics=metrics)
+        metrics.set_policy_version(tenant.name, self.store.current.version)
 
-    def _on_reload_error(self, exc: Exception) -> None:
+    def _on_reload_error(self, exc: PolicyError) -> None:
+        # The store has logged it; the old set serves on (and /health/ready shows the error).
         self.metrics.policy_reloads.labels(tenant=self.tenant.name, outcome="error").inc()
+        self.metrics.policy_reload_errors.labels(tenant=self.tenant.name).inc()
 
     def _on_swap(self, fresh: PolicySet) -> None:
-        self.metrics.policy_reloads.labels(tenant=self.tenant.name, outcome="swapped").inc()
+        self.metrics.policy_reloads.labels(tenant=self.tenant.name, outcome="ok").inc()
+        self.metrics.set_policy_version(self.tenant.name, fresh.version)
 
     def start(self) -> None:
+        self.guard()  # load the set's classifiers now, not on the first request
         p = self.tenant.policies
         if p.hot_reload:
             self.store.start(interval_s=p.reload_interval, watch=True)
@@ -77,7 +83,18 @@ class TenantRuntime:
         if g is None:
             g = Guard(current, self.registry)
             self._guards = {current.version: g}  # older Guards live on in their requests
+            self._note_classifiers(g)
         return g
+
+    def _note_classifiers(self, g: Guard) -> None:
+        """``checkstream_classifier_info``: each classifier the set uses and the execution
+        provider really running it (e.g. CPUExecutionProvider when CUDA was asked for)."""
+        if g.registry is None:
+            return
+        for name in sorted(g.policy_set.classifier_names):
+            c = g.registry.get(name)
+            self.metrics.classifier_info.labels(
+                classifier=name, provider=str(c.provider), version=str(c.version)).set(1)
 
     async def aclose(self) -> None:
         self.store.stop()

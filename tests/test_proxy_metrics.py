@@ -1,0 +1,76 @@
+"""``/metrics`` over real HTTP: one metric set (telemetry.metrics.Metrics) for the proxy, its
+policies, its classifiers and its decision log."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import httpx
+
+from checkstream.proxy.loopback import LoopbackStack
+
+ROOT = Path(__file__).resolve().parents[1]
+BODY = {"model": "weather", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def chat(s: LoopbackStack, **extra: object) -> httpx.Response:
+    return httpx.post(s.url + "/v1/chat/completions", json={**BODY, **extra}, timeout=30)
+
+
+def metric(s: LoopbackStack, name: str, **labels: str) -> float | None:
+    """A sample read from the proxy's own /metrics page."""
+    text = httpx.get(s.url + "/metrics").text
+    for line in text.splitlines():
+        m = re.fullmatch(r"([a-z_]+)(?:\{(.*)\})? (\S+)", line)
+        if m is None or m.group(1) != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(m.group(3))
+    return None
+
+
+def test_one_metric_set_with_audit_classifier_and_policy_figures(tmp_path: Path) -> None:
+    log_path = tmp_path / "decisions.log"
+    with LoopbackStack(policies=ROOT / "policies" / "default",
+                       config={"telemetry": {"decision_log": str(log_path)}}) as s:
+        assert chat(s).status_code == 200
+        with httpx.stream("POST", s.url + "/v1/chat/completions",
+                          json={**BODY, "stream": True}, timeout=30) as r:
+            r.read()
+        deadline = time.monotonic() + 10
+        while (metric(s, "checkstream_audit_records_written_total", kind="decision") or 0) < 2:
+            assert time.monotonic() < deadline, "decision records never counted on /metrics"
+            time.sleep(0.05)
+        text = httpx.get(s.url + "/metrics").text
+        # The classifier the default pack uses, and what really runs it.
+        info = re.search(r'checkstream_classifier_info\{classifier="toxicity",provider="([^"]+)"',
+                         text)
+        assert info is not None and info.group(1)
+        assert (metric(s, "checkstream_classifier_calls_total", classifier="toxicity",
+                       outcome="ok") or 0) >= 2
+        assert metric(s, "checkstream_requests_total", endpoint="chat.completions",
+                      stream="True", status="200") == 1
+        assert metric(s, "checkstream_stage_latency_seconds_count", stage="midstream") == 2
+        assert metric(s, "checkstream_audit_queue_depth") is not None
+        version = s.state.runtimes["default"].store.current.version
+        assert metric(s, "checkstream_policy_info", tenant="default", version=version) == 1
+
+
+def test_policy_reload_errors_show_on_metrics(tmp_path: Path) -> None:
+    (tmp_path / "policy.yaml").write_text(
+        "name: m\nversion: '1'\nrules:\n  - {name: e, trigger: {pii: [EMAIL]}, "
+        "actions: [redact]}\n")
+    with LoopbackStack(policies=tmp_path) as s:
+        store = s.state.runtimes["default"].store
+        assert metric(s, "checkstream_policy_reload_errors_total", tenant="default") is None
+        (tmp_path / "policy.yaml").write_text("name: broken\nrules: [\n")
+        assert not store.reload().ok
+        assert metric(s, "checkstream_policy_reload_errors_total", tenant="default") == 1
+        assert metric(s, "checkstream_policy_reloads_total", tenant="default",
+                      outcome="error") == 1
+        # The old set still serves, and is the one /metrics names.
+        assert metric(s, "checkstream_policy_info", tenant="default",
+                      version=store.current.version) == 1
