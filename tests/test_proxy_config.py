@@ -155,8 +155,11 @@ def test_every_env_var_has_an_effect(tmp_path: Path) -> None:
     assert base.server.port == 8080
     with pytest.raises(ConfigError, match="BACKEND_URL"):
         config_from_mapping({}, env={"BACKEND_URL": "not a url"})
+    token = "t" * 16
+    assert config_from_mapping({}, env={"CHECKSTREAM_ADMIN_TOKEN": token}).server.admin_token \
+        == token
     assert {"BACKEND_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY",
-                        "CHECKSTREAM_CONFIG", "PORT"} == ENV_VARS
+            "CHECKSTREAM_CONFIG", "CHECKSTREAM_ADMIN_TOKEN", "PORT"} == ENV_VARS
 
 
 def test_cli_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
+import hmac
 import json
 import logging
 import time
@@ -154,6 +156,36 @@ def create_app(config: ProxyConfig, *, registry: Any | None = None,
         body, content_type = state.metrics.render()
         return Response(body, content_type=content_type)
 
+    # ------------------------------------------------------------------ admin
+    @app.post("/admin/reload")
+    async def admin_reload() -> Response:
+        """Rebuild every tenant's policy set (or ``?tenant=NAME``'s) aside and swap it in.
+
+        Requests in flight keep the set they began with. A set that fails to load leaves the
+        old one serving; the answer (422), ``checkstream_policy_reload_errors_total``, the log
+        and ``/health/ready`` say why.
+        """
+        denied = _admin_denied(state)
+        if denied is not None:
+            return denied
+        wanted = request.args.get("tenant")
+        if wanted is not None and wanted not in state.runtimes:
+            return _error(_OPENAI, 404, f"no tenant named {wanted!r}", "unknown_tenant")
+        results: dict[str, dict[str, Any]] = {}
+        for name, rt in state.runtimes.items():
+            if wanted is None or wanted == name:
+                # Loading parses YAML and compiles the automaton: off the event loop.
+                r = await asyncio.to_thread(rt.store.reload)
+                results[name] = {"ok": r.ok, "changed": r.changed, "version": r.version,
+                                 "error": r.error}
+        ok = all(r["ok"] for r in results.values())
+        log.log(logging.INFO if ok else logging.ERROR, "admin reload: %s",
+                ", ".join(f"{n} {'ok' if r['ok'] else 'FAILED'} "
+                          f"({'changed' if r['changed'] else 'unchanged'}, {r['version'][:12]})"
+                          for n, r in results.items()))
+        return Response(json.dumps({"ok": ok, "tenants": results}), status=200 if ok else 422,
+                        content_type="application/json")
+
     # ------------------------------------------------------------------ errors
     @app.errorhandler(RequestEntityTooLarge)
     async def too_large(exc: RequestEntityTooLarge) -> Response:
@@ -220,6 +252,25 @@ def _checked_registry(config: ProxyConfig, registry: Any | None) -> Any | None:
     for name, budget in timeouts.items():
         registry.get(name).timeout_ms = budget
     return registry
+
+
+def _admin_denied(state: ProxyState) -> Response | None:
+    """None when the request carries the admin bearer token; else the 401/403 answer."""
+    token = state.config.server.admin_token
+    if token is None:
+        return _error(_OPENAI, 403, "the admin API is disabled: set server.admin_token or "
+                      "CHECKSTREAM_ADMIN_TOKEN", "admin_disabled")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return _error(_OPENAI, 401, "admin API: missing bearer token", "unauthorized",
+                      {"www-authenticate": 'Bearer realm="checkstream-admin"'})
+    # Digests first: compare_digest is constant-time only for inputs of equal length.
+    if not hmac.compare_digest(hashlib.sha256(given.strip().encode()).digest(),
+                               hashlib.sha256(token.encode()).digest()):
+        state.metrics.errors.labels(endpoint="admin", kind="admin_forbidden").inc()
+        log.warning("admin API: wrong token from %s", request.remote_addr)
+        return _error(_OPENAI, 403, "admin API: wrong token", "forbidden")
+    return None
 
 
 def _headers() -> dict[str, str]:

@@ -30,7 +30,14 @@ from pydantic import (
 )
 
 ENV_VARS: frozenset[str] = frozenset(
-    {"BACKEND_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "CHECKSTREAM_CONFIG", "PORT"}
+    {
+        "BACKEND_URL",
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "CHECKSTREAM_CONFIG",
+        "CHECKSTREAM_ADMIN_TOKEN",
+        "PORT",
+    }
 )
 """Every environment variable the proxy reads (the deployment files are checked against it)."""
 
@@ -73,6 +80,9 @@ class ServerConfig(_Model):
     """Total time one request may take, streaming included."""
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     graceful_timeout: Duration = 10.0
+    admin_token: str | None = Field(default=None, min_length=16, repr=False)
+    """Bearer token for the admin API (``POST /admin/reload``); unset, the admin API answers 403.
+    ``CHECKSTREAM_ADMIN_TOKEN`` overrides it (keep it out of config files)."""
 
 
 class RetryConfig(_Model):
@@ -194,7 +204,8 @@ class ProxyConfig(_Model):
                 raise ValueError(f"tenants[{i}].name: duplicate or reserved tenant name {t.name!r}")
             names.add(t.name)
             if t.path_prefix:
-                if t.path_prefix in prefixes or t.path_prefix in {"/v1", "/health", "/metrics"}:
+                reserved = {"/v1", "/health", "/metrics", "/admin"}
+                if t.path_prefix in prefixes or t.path_prefix in reserved:
                     raise ValueError(f"tenants[{i}].path_prefix: {t.path_prefix!r} is taken")
                 prefixes.add(t.path_prefix)
             for k in t.api_keys:
@@ -247,6 +258,13 @@ def config_from_mapping(
         if not env["PORT"].isdigit() or not 0 <= int(env["PORT"]) <= 65535:
             raise ConfigError(f"environment variable PORT: not a port number: {env['PORT']!r}")
         server = server.model_copy(update={"port": int(env["PORT"])})
+    if env.get("CHECKSTREAM_ADMIN_TOKEN"):
+        try:
+            server = server.model_validate(
+                {**server.model_dump(), "admin_token": env["CHECKSTREAM_ADMIN_TOKEN"]})
+        except ValidationError:
+            raise ConfigError("environment variable CHECKSTREAM_ADMIN_TOKEN: the admin token "
+                              "must be at least 16 characters") from None
     updates["server"] = server
     if base_dir is not None:
         # Relative policy paths are relative to the config file, so a config runs from anywhere.
