@@ -253,3 +253,32 @@ def test_stream_failing_before_its_first_event_is_retried(stack: LoopbackStack) 
     after = stack.state.metrics.registry.get_sample_value(
         "checkstream_upstream_retries_total", {"reason": "upstream_closed"})
     assert after == before + 1
+
+
+def test_attempts_are_bounded_by_max_attempts_overall(stack: LoopbackStack) -> None:
+    # Each round: two 503s (retried inside the upstream client), then a stream that breaks
+    # before its first event (retried by the proxy). One budget covers both kinds: 3 in all,
+    # never 3 x 3.
+    before = stack.replay.stats.requests
+    faults = {"key": "budget", "sequence": [{"status": 503}, {"status": 503},
+                                            {"close_after": 0}]}
+    with pytest.raises(openai.APIStatusError) as exc:
+        client(stack, **faults).chat.completions.create(
+            model="weather", messages=MSG, stream=True)  # type: ignore[arg-type]
+    assert exc.value.status_code == 502
+    assert stack.replay.stats.requests - before == 3
+    # Streams that always break before their first event: 3 attempts too.
+    before = stack.replay.stats.requests
+    with pytest.raises(openai.APIStatusError):
+        client(stack, key="budget-2", close_after=0).chat.completions.create(
+            model="weather", messages=MSG, stream=True)  # type: ignore[arg-type]
+    assert stack.replay.stats.requests - before == 3
+    # A first attempt that breaks, then a good one: retried, and the client sees nothing of it.
+    faults = {"key": "budget-3", "sequence": [{"close_after": 0}, {}]}
+    texts = "".join(
+        c.delta.content or ""
+        for ch in client(stack, **faults).chat.completions.create(
+            model="weather", messages=MSG, stream=True)  # type: ignore[arg-type]
+        for c in ch.choices)
+    assert texts.startswith("London is mild")
+    still_serving(stack)

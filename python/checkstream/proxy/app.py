@@ -398,17 +398,21 @@ async def _guarded(state: ProxyState, codec: Codec, prefix: str | None) -> Respo
     up_headers = rt.upstream.headers(_headers(),
                                      forward_credentials=not rt.tenant.authenticates)
     payload = json.dumps(body).encode()
-    stream_attempts = rt.upstream.backend.retry.max_attempts
-    for attempt in range(1, stream_attempts + 1):
+    # One budget of attempts for the whole exchange: status retries inside `send` and tries
+    # after a stream that failed before its first event count alike.
+    max_attempts = rt.upstream.backend.retry.max_attempts
+    attempt = 0
+    while True:
         try:
             up = await rt.upstream.send("POST", codec.path, headers=up_headers, body=payload,
-                                        deadline=deadline)
+                                        deadline=deadline, first_attempt=attempt + 1)
         except UpstreamError as exc:
             state.metrics.errors.labels(endpoint=codec.endpoint, kind=exc.kind).inc()
             log.warning("request %s: %s", rid, exc.message)
             state.metrics.requests.labels(codec.endpoint, ctx.tenant, str(stream),
                                           str(exc.status)).inc()
             return _error(codec, exc.status, exc.message, exc.kind, headers)
+        attempt = up.attempts
         if up.status_code >= 400:
             state.metrics.requests.labels(codec.endpoint, ctx.tenant, str(stream),
                                           str(up.status_code)).inc()
@@ -416,7 +420,7 @@ async def _guarded(state: ProxyState, codec: Codec, prefix: str | None) -> Respo
         is_sse = up.headers.get("content-type", "").startswith("text/event-stream")
         if stream and is_sse:
             resp = await _stream_response(state, codec, session, body, up, headers, t0,
-                                          last_attempt=attempt == stream_attempts
+                                          last_attempt=attempt >= max_attempts
                                           or time.monotonic() >= deadline)
             if resp is not None:
                 return resp

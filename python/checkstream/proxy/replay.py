@@ -142,17 +142,30 @@ class Faults:
     stall_s: float = 30.0
     error_after: int | None = None
     malformed_after: int | None = None
+    sequence: tuple[Mapping[str, Any], ...] = ()
+    """Per-request faults in turn: the Nth request with the same ``key`` (N from 0) gets
+    ``sequence[N % len]`` over these fields, e.g. ``[{"status": 503}, {"close_after": 0}]``."""
 
     @classmethod
     def from_header(cls, raw: str | None, base: Faults) -> Faults:
         if not raw:
             return base
         data = json.loads(raw)
-        names = {f.name for f in fields(cls)}
-        unknown = set(data) - names
+        cls._check(data)
+        steps = data.get("sequence") or ()
+        for step in steps:
+            cls._check(step)
+            if "sequence" in step:
+                raise ValueError("replay fault 'sequence' cannot nest")
+        return replace(base, **{**data, "sequence": tuple(steps)})
+
+    @classmethod
+    def _check(cls, data: Any) -> None:
+        if not isinstance(data, dict):
+            raise ValueError("replay faults must be a JSON object")
+        unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown replay fault(s): {sorted(unknown)}")
-        return replace(base, **data)
 
 
 @dataclass
@@ -487,6 +500,7 @@ class ReplayUpstream:
         self.default_faults = default_faults or Faults()
         self.stats = ReplayStats()
         self._fault_counts: Counter[str] = Counter()
+        self._sequence_counts: Counter[str] = Counter()
         self.last_request: dict[str, Any] = {}
         self.last_headers: dict[str, str] = {}
         self.last_query: dict[str, str] = {}
@@ -534,6 +548,10 @@ class ReplayUpstream:
             except Exception as exc:
                 return _json_response(err(400, f"replay: bad request: {exc}"), 400)
             self.last_request = body
+            if faults.sequence:
+                n = self._sequence_counts[faults.key]
+                self._sequence_counts[faults.key] += 1
+                faults = replace(faults, **faults.sequence[n % len(faults.sequence)])
             if faults.times is not None:
                 self._fault_counts[faults.key] += 1
                 if self._fault_counts[faults.key] > faults.times:

@@ -188,15 +188,19 @@ class Upstream:
         return min(base * (0.5 + random.random() / 2), r.max_delay)  # jitter spreads herds
 
     async def send(self, method: str, path: str, *, headers: Mapping[str, str],
-                   body: bytes | None = None, deadline: float | None = None) -> UpstreamResponse:
+                   body: bytes | None = None, deadline: float | None = None,
+                   first_attempt: int = 1) -> UpstreamResponse:
         """Open the request, retrying before the response; the body is read by the caller.
 
         A final non-2xx answer is returned as is (the caller maps it to the client's format).
+        ``backend.retry.max_attempts`` bounds the attempts of the whole exchange: a caller that
+        tries again after a response failed (a stream that broke before its first event) passes
+        the number of its next attempt, and the returned ``attempts`` is the last one made.
         """
         deadline = min(deadline or float("inf"), time.monotonic() + self.backend.timeout)
         attempts = self.backend.retry.max_attempts
         last: UpstreamError | None = None
-        for attempt in range(1, attempts + 1):
+        for attempt in range(max(1, first_attempt), attempts + 1):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
