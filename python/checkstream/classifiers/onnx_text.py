@@ -16,6 +16,7 @@ from tokenizers import Tokenizer
 
 from checkstream.classifiers.base import Classifier, ClassifierError
 from checkstream.classifiers.sessions import Device, get_session, provider_of
+from checkstream.classifiers.views import ViewName, text_views
 
 Postprocess = Literal["none", "sigmoid", "softmax"]
 
@@ -46,6 +47,10 @@ class OnnxClassifier(Classifier):
     postprocess: Postprocess = "none"
     device: Device = "auto"
     threads: int = 1
+    # Alternative readings scored with the raw text (see ``views.text_views``); per label the
+    # highest score wins, and when it came from another view the scores also carry
+    # ``"<label>@<view>"`` (e.g. ``"injection@base64"``) so the decision record says so.
+    views: tuple[ViewName, ...] = ()
     _session: ort.InferenceSession | None = field(default=None, repr=False, compare=False)
 
     def load(self) -> None:
@@ -77,6 +82,29 @@ class OnnxClassifier(Classifier):
     @property
     def offload(self) -> bool:
         return True
+
+    def score(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        if not self.views or not texts:
+            return self._score_texts(texts)
+        expanded = [text_views(t, self.views) for t in texts]
+        flat = [view for views in expanded for _, view in views]
+        scored = iter(self._score_texts(flat))
+        out: list[dict[str, float]] = []
+        for views in expanded:
+            best: dict[str, float] = {}
+            source: dict[str, str] = {}
+            for name, _ in views:
+                for label, value in next(scored).items():
+                    if label not in best or value > best[label]:
+                        best[label], source[label] = value, name
+            for label, name in list(source.items()):
+                if name != "raw":
+                    best[f"{label}@{name}"] = best[label]
+            out.append(best)
+        return out
+
+    def _score_texts(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        raise NotImplementedError
 
     def _to_scores(self, raw: npt.NDArray[np.float32], n: int) -> list[dict[str, float]]:
         values = np.asarray(raw, dtype=np.float64).reshape(n, -1)
@@ -119,7 +147,7 @@ class OnnxTokenClassifier(OnnxClassifier):
             )
         self._feeds_token_types = "token_type_ids" in names
 
-    def score(self, texts: Sequence[str]) -> list[dict[str, float]]:
+    def _score_texts(self, texts: Sequence[str]) -> list[dict[str, float]]:
         if not texts:
             return []
         if self._tokenizer is None:
@@ -160,7 +188,7 @@ class OnnxStringClassifier(OnnxClassifier):
             )
         self._input = inputs[0].name
 
-    def score(self, texts: Sequence[str]) -> list[dict[str, float]]:
+    def _score_texts(self, texts: Sequence[str]) -> list[dict[str, float]]:
         if not texts:
             return []
         feed = np.array(list(texts), dtype=object).reshape(-1, 1)

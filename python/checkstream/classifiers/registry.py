@@ -61,6 +61,8 @@ class OnnxSpec(_Common):
     add_special_tokens: bool = True
     pooling: Literal["none", "mean"] = "none"
     head: str | None = None  # JSON {"heads", "weights" [heads][dim], "bias"}: linear heads
+    # Also score these readings of each text and keep the highest (classifiers.views).
+    views: tuple[Literal["normalized", "leetspeak", "decoded"], ...] = ()
 
     @model_validator(mode="after")
     def _check(self) -> OnnxSpec:
@@ -198,6 +200,8 @@ def _build(name: str, spec: Spec, base: Path, where: str) -> Classifier:
             "aliases", "description", "threshold", "timeout_ms", "fail_mode", "max_batch",
             "model", "tokenizer",
             "device", "threads",
+            # Absent views leave the version as it was before views existed.
+            *(() if getattr(spec, "views", ()) else ("views",)),
         }
     ).encode()  # fmt: skip
     if isinstance(spec, OnnxSpec):
@@ -231,6 +235,7 @@ def _build(name: str, spec: Spec, base: Path, where: str) -> Classifier:
             output=spec.output,
             output_index=tuple(spec.output_index[label] for label in labels),
             postprocess=spec.postprocess,
+            views=spec.views,
             device=spec.device,
             threads=spec.threads,
             **extra,
