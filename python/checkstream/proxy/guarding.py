@@ -160,11 +160,11 @@ class GuardSession:
             self.channels[key] = ch
         return ch
 
-    async def guard_text(self, key: ChannelKey, text: str) -> Channel:
+    async def guard_text(self, key: ChannelKey, text: str, *, egress: bool = True) -> Channel:
         """A whole (non-streamed) text through a channel, exactly as if it had streamed."""
         ch = self.channel(key)
         await ch.feed(text)
-        await ch.finish()
+        await ch.finish(egress=egress)
         return ch
 
     async def egress_for(self, ch: Channel) -> str:

@@ -236,14 +236,12 @@ class AnthropicMessagesCodec(Codec):
             kind = block.get("type")
             ch: Channel | None = None
             if kind in ("text", "thinking") and isinstance(block.get(kind), str):
-                ch = session.channel(("block", idx))
-                await ch.feed(block[kind])
-                await ch.finish(egress=kind == "text")
+                ch = await session.guard_text(("block", idx), block[kind], egress=kind == "text")
                 block[kind] = ch.released + (ch.refusal if kind == "text" else "")
             elif kind == "tool_use":
-                ch = session.channel(("block", idx))
-                await ch.feed(json.dumps(block.get("input"), ensure_ascii=False))
-                await ch.finish(egress=False)
+                ch = await session.guard_text(
+                    ("block", idx), json.dumps(block.get("input"), ensure_ascii=False),
+                    egress=False)
                 if not ch.stopped:
                     try:
                         block["input"] = json.loads(ch.released)

@@ -47,6 +47,15 @@ def text_of_parts(content: Any, kinds: tuple[str, ...] = ("text",)) -> str | Non
     return None
 
 
+def set_key(holder: MutableMapping[str, Any], key: str) -> Callable[[str], None]:
+    """A writer for ``holder[key]`` that holds a plain string."""
+
+    def write(new: str) -> None:
+        holder[key] = new
+
+    return write
+
+
 def write_parts(holder: MutableMapping[str, Any], key: str, kinds: tuple[str, ...]) -> Callable[
     [str], None
 ]:

@@ -17,23 +17,16 @@ from checkstream.proxy.codecs.base import (
     PromptSlot,
     StreamTranslator,
     UpstreamProtocolError,
-    as_json_object,
-    decision_comment,
+    set_key,
     text_of_parts,
     write_parts,
 )
+from checkstream.proxy.codecs.openai_choices import ChoicesTranslator
 from checkstream.proxy.guarding import Channel, GuardSession
-from checkstream.proxy.sse import SSEEvent, encode_event
+from checkstream.proxy.sse import encode_event
 
-DONE = b"data: [DONE]\n\n"
 _TEXT_PARTS = ("text",)
 _EXTRA_TEXT = ("refusal", "reasoning_content", "reasoning")
-
-
-def openai_stream_error(message: str, kind: str) -> bytes:
-    return encode_event(
-        {"error": {"message": message, "type": "server_error", "param": None, "code": kind}}
-    )
 
 
 class _Choice:
@@ -45,12 +38,12 @@ class _Choice:
         self.finished = False
 
 
-class ChatTranslator(StreamTranslator):
+class ChatTranslator(ChoicesTranslator):
+    chunk_name = "chat.completion.chunk"
+
     def __init__(self, session: GuardSession, n: int) -> None:
-        self.session = session
+        super().__init__(session, n)
         self.choices: dict[int, _Choice] = {}
-        self.n = max(1, n)
-        self.envelope: Json = {}
 
     def _choice(self, index: int) -> _Choice:
         ch = self.choices.get(index)
@@ -62,22 +55,7 @@ class ChatTranslator(StreamTranslator):
         return encode_event({**self.envelope, "choices": [
             {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]})
 
-    async def on_event(self, ev: SSEEvent) -> list[bytes]:
-        if self.done:
-            return []
-        if ev.data.strip() == "[DONE]":
-            self.saw_terminator = True
-            return await self._end()
-        data = as_json_object(ev)
-        if "error" in data:
-            raise UpstreamProtocolError(_error_message(data))
-        choices = data.get("choices")
-        if not isinstance(choices, list):
-            raise UpstreamProtocolError("chat.completion.chunk without a 'choices' list")
-        self.started = True
-        self.envelope = {k: v for k, v in data.items() if k != "choices"}
-        if not choices:  # the usage chunk (stream_options.include_usage)
-            return [encode_event(data)]
+    async def on_choices(self, choices: list[Any]) -> list[bytes]:
         out: list[bytes] = []
         for c in choices:
             out += await self._on_choice(c)
@@ -182,23 +160,12 @@ class ChatTranslator(StreamTranslator):
         delta["content"] = (delta.get("content") or "") + st.text.refusal
         return [self._chunk(st.index, delta), self._chunk(st.index, {}, "content_filter")]
 
-    async def _end(self) -> list[bytes]:
+    async def finish_open(self) -> list[bytes]:
         out: list[bytes] = []
         for st in self.choices.values():
             if not st.finished:  # upstream sent [DONE] without a finish_reason
                 out += await self._finish_choice(st, "stop")
-        self.done = True
-        return [*out, decision_comment(self.session), DONE]
-
-    def error_event(self, message: str, kind: str) -> bytes:
-        return openai_stream_error(message, kind)
-
-
-def _error_message(data: Json) -> str:
-    err = data.get("error")
-    if isinstance(err, dict):
-        return f"upstream error: {err.get('message') or err.get('type') or 'unknown'}"
-    return f"upstream error: {err!r}"[:300]
+        return out
 
 
 class OpenAIChatCodec(Codec):
@@ -225,7 +192,7 @@ class OpenAIChatCodec(Codec):
                 fn = tc.get("function") if isinstance(tc, dict) else None
                 if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
                     slots.append(PromptSlot(ChatMessage(role, fn["arguments"], fn.get("name")),
-                                            _setter(fn, "arguments")))
+                                            set_key(fn, "arguments")))
         return slots
 
     def add_system(self, body: Json, texts: list[str]) -> None:
@@ -244,9 +211,7 @@ class OpenAIChatCodec(Codec):
             for k, tc in enumerate(msg.get("tool_calls") or []):
                 fn = tc.get("function") or {}
                 if isinstance(fn.get("arguments"), str):
-                    ch = session.channel(("tool", idx, k))
-                    await ch.feed(fn["arguments"])
-                    await ch.finish(egress=False)
+                    ch = await session.guard_text(("tool", idx, k), fn["arguments"], egress=False)
                     fn["arguments"] = ch.released
                     if ch.stopped:
                         stopped = ch
@@ -272,11 +237,3 @@ class OpenAIChatCodec(Codec):
                 c["finish_reason"] = "content_filter"
             c["logprobs"] = None
         return data
-
-
-def _setter(holder: dict[str, Any], key: str) -> Any:
-    def write(new: str) -> None:
-        holder[key] = new
-    return write
-
-

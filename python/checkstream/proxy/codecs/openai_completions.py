@@ -12,20 +12,18 @@ from checkstream.proxy.codecs.base import (
     PromptSlot,
     StreamTranslator,
     UpstreamProtocolError,
-    as_json_object,
-    decision_comment,
 )
-from checkstream.proxy.codecs.openai_chat import DONE, _error_message, openai_stream_error
+from checkstream.proxy.codecs.openai_choices import ChoicesTranslator
 from checkstream.proxy.guarding import Channel, GuardSession
-from checkstream.proxy.sse import SSEEvent, encode_event
+from checkstream.proxy.sse import encode_event
 
 
-class CompletionsTranslator(StreamTranslator):
+class CompletionsTranslator(ChoicesTranslator):
+    chunk_name = "text_completion chunk"
+
     def __init__(self, session: GuardSession, n: int) -> None:
-        self.session = session
-        self.n = max(1, n)
+        super().__init__(session, n)
         self.channels: dict[int, Channel] = {}
-        self.envelope: Json = {}
 
     def _chunk(self, index: int, text: str, finish: str | None = None) -> bytes:
         return encode_event({**self.envelope, "choices": [
@@ -37,22 +35,7 @@ class CompletionsTranslator(StreamTranslator):
             ch = self.channels[index] = self.session.channel(("choice", index))
         return ch
 
-    async def on_event(self, ev: SSEEvent) -> list[bytes]:
-        if self.done:
-            return []
-        if ev.data.strip() == "[DONE]":
-            self.saw_terminator = True
-            return await self._end()
-        data = as_json_object(ev)
-        if "error" in data:
-            raise UpstreamProtocolError(_error_message(data))
-        choices = data.get("choices")
-        if not isinstance(choices, list):
-            raise UpstreamProtocolError("text_completion chunk without a 'choices' list")
-        self.started = True
-        self.envelope = {k: v for k, v in data.items() if k != "choices"}
-        if not choices:
-            return [encode_event(data)]
+    async def on_choices(self, choices: list[Any]) -> list[bytes]:
         out: list[bytes] = []
         for c in choices:
             if not isinstance(c, dict) or not isinstance(c.get("index"), int):
@@ -83,16 +66,12 @@ class CompletionsTranslator(StreamTranslator):
     def _stop(self, index: int, ch: Channel, pending: str) -> list[bytes]:
         return [self._chunk(index, pending + ch.refusal), self._chunk(index, "", "content_filter")]
 
-    async def _end(self) -> list[bytes]:
+    async def finish_open(self) -> list[bytes]:
         out: list[bytes] = []
         for index, ch in self.channels.items():
             if not ch.finished:
                 out += await self._finish(index, ch, "stop")
-        self.done = True
-        return [*out, decision_comment(self.session), DONE]
-
-    def error_event(self, message: str, kind: str) -> bytes:
-        return openai_stream_error(message, kind)
+        return out
 
 
 class OpenAICompletionsCodec(Codec):

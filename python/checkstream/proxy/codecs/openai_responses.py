@@ -21,6 +21,7 @@ from checkstream.proxy.codecs.base import (
     UpstreamProtocolError,
     as_json_object,
     decision_comment,
+    set_key,
     text_of_parts,
     write_parts,
 )
@@ -228,20 +229,20 @@ class OpenAIResponsesCodec(Codec):
         slots: list[PromptSlot] = []
         if isinstance(body.get("instructions"), str):
             slots.append(PromptSlot(ChatMessage("system", body["instructions"]),
-                                    _setter(body, "instructions")))
+                                    set_key(body, "instructions")))
         inp = body.get("input")
         if isinstance(inp, str):
-            slots.append(PromptSlot(ChatMessage("user", inp), _setter(body, "input")))
+            slots.append(PromptSlot(ChatMessage("user", inp), set_key(body, "input")))
             return slots
         for item in inp or []:
             if not isinstance(item, dict):
                 continue
             if item.get("type") == "function_call_output" and isinstance(item.get("output"), str):
                 slots.append(PromptSlot(ChatMessage("tool", item["output"]),
-                                        _setter(item, "output")))
+                                        set_key(item, "output")))
             elif item.get("type") == "function_call" and isinstance(item.get("arguments"), str):
                 slots.append(PromptSlot(ChatMessage("assistant", item["arguments"]),
-                                        _setter(item, "arguments")))
+                                        set_key(item, "arguments")))
             elif "role" in item:
                 text = text_of_parts(item.get("content"), _INPUT_PARTS)
                 if text is not None:
@@ -263,8 +264,7 @@ class OpenAIResponsesCodec(Codec):
             iid = str(item.get("id"))
             stopped: Channel | None = None
             if item.get("type") == "function_call" and isinstance(item.get("arguments"), str):
-                ch = await _guard(session, ("args", iid), item["arguments"],
-                                                      egress=False)
+                ch = await session.guard_text(("args", iid), item["arguments"], egress=False)
                 item["arguments"] = ch.released
                 if ch.stopped:
                     stopped = ch
@@ -275,7 +275,8 @@ class OpenAIResponsesCodec(Codec):
             else:
                 for si, summ in enumerate(item.get("summary") or []):
                     if isinstance(summ, dict) and isinstance(summ.get("text"), str):
-                        ch = await _guard(session, ("text", iid, si), summ["text"], egress=False)
+                        ch = await session.guard_text(("text", iid, si), summ["text"],
+                                                      egress=False)
                         summ["text"] = ch.released
                         if ch.stopped:
                             stopped = ch
@@ -285,8 +286,9 @@ class OpenAIResponsesCodec(Codec):
                         break
                     field = "refusal" if part.get("type") == "refusal" else "text"
                     if isinstance(part.get(field), str):
-                        ch = await _guard(session, ("text", iid, ci), part[field],
-                                          egress=part.get("type") == "output_text")
+                        ch = await session.guard_text(
+                            ("text", iid, ci), part[field],
+                            egress=part.get("type") == "output_text")
                         part[field] = ch.released + ch.refusal
                         if ch.stopped:
                             stopped = ch
@@ -300,16 +302,3 @@ class OpenAIResponsesCodec(Codec):
                 break
         data["output"] = output
         return data
-
-
-async def _guard(session: GuardSession, key: Any, text: str, *, egress: bool) -> Channel:
-    ch = session.channel(key)
-    await ch.feed(text)
-    await ch.finish(egress=egress)
-    return ch
-
-
-def _setter(holder: dict[str, Any], key: str) -> Any:
-    def write(new: str) -> None:
-        holder[key] = new
-    return write
