@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from checkstream.proxy.app import HEADER_POLICY_VERSION
 from checkstream.proxy.config import ConfigError, config_from_mapping
 from checkstream.proxy.loopback import LoopbackStack
+from proxy_helpers import BODY, chat, metric, write_policy
 
 TOKEN = "admin-token-0123456789abcdef"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -36,33 +36,13 @@ POLICY_V2 = POLICY_V1 + """
     actions:
       - stop: {message: "No umbrellas."}
 """
-BODY = {"model": "weather", "messages": [{"role": "user", "content": "hi"}]}
 
 
 @pytest.fixture()
 def stack(tmp_path: Path) -> Iterator[LoopbackStack]:
-    (tmp_path / "p").mkdir()
-    (tmp_path / "p" / "policy.yaml").write_text(POLICY_V1)
-    with LoopbackStack(policies=tmp_path / "p",
+    with LoopbackStack(policies=write_policy(tmp_path / "p", POLICY_V1),
                        config={"server": {"admin_token": TOKEN}}) as s:
         yield s
-
-
-def chat(s: LoopbackStack, **extra: object) -> httpx.Response:
-    return httpx.post(s.url + "/v1/chat/completions", json={**BODY, **extra}, timeout=30)
-
-
-def metric(s: LoopbackStack, name: str, **labels: str) -> float | None:
-    """A sample read from the proxy's own /metrics page."""
-    text = httpx.get(s.url + "/metrics").text
-    for line in text.splitlines():
-        m = re.fullmatch(r"([a-z_]+)(?:\{(.*)\})? (\S+)", line)
-        if m is None or m.group(1) != name:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(m.group(3))
-    return None
 
 
 def test_reload_needs_the_admin_token(stack: LoopbackStack) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from checkstream.proxy.loopback import LoopbackStack
 from checkstream.proxy.sse import SSEParser
+from proxy_helpers import write_policy
 
 POLICY = """
 name: faults-test
@@ -33,8 +34,7 @@ MSG = [{"role": "user", "content": "hi"}]
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackStack]:
-    folder: Path = tmp_path_factory.mktemp("faults")
-    (folder / "policy.yaml").write_text(POLICY)
+    folder = write_policy(tmp_path_factory.mktemp("faults"), POLICY)
     config = {
         "server": {"max_body_bytes": 64 * 1024},
         "backend": {"idle_timeout": "400ms", "retry": {"max_attempts": 3, "base_delay": "5ms",

@@ -11,7 +11,6 @@ import itertools
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import anthropic
 import openai
@@ -21,6 +20,7 @@ from hypothesis import strategies as st
 
 from checkstream.proxy.loopback import LoopbackStack
 from checkstream.proxy.replay import RecordedChoice, Recording, ToolCall
+from proxy_helpers import write_policy
 
 POLICY = """
 name: leak-test
@@ -48,9 +48,7 @@ _names = itertools.count()
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackStack]:
-    folder: Path = tmp_path_factory.mktemp("leak")
-    (folder / "policy.yaml").write_text(POLICY)
-    with LoopbackStack(policies=folder) as s:
+    with LoopbackStack(policies=write_policy(tmp_path_factory.mktemp("leak"), POLICY)) as s:
         yield s
 
 

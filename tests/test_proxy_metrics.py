@@ -10,26 +10,9 @@ from pathlib import Path
 import httpx
 
 from checkstream.proxy.loopback import LoopbackStack
+from proxy_helpers import BODY, chat, metric
 
 ROOT = Path(__file__).resolve().parents[1]
-BODY = {"model": "weather", "messages": [{"role": "user", "content": "hi"}]}
-
-
-def chat(s: LoopbackStack, **extra: object) -> httpx.Response:
-    return httpx.post(s.url + "/v1/chat/completions", json={**BODY, **extra}, timeout=30)
-
-
-def metric(s: LoopbackStack, name: str, **labels: str) -> float | None:
-    """A sample read from the proxy's own /metrics page."""
-    text = httpx.get(s.url + "/metrics").text
-    for line in text.splitlines():
-        m = re.fullmatch(r"([a-z_]+)(?:\{(.*)\})? (\S+)", line)
-        if m is None or m.group(1) != name:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(m.group(3))
-    return None
 
 
 def test_one_metric_set_with_audit_classifier_and_policy_figures(tmp_path: Path) -> None:

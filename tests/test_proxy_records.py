@@ -12,6 +12,7 @@ from checkstream.audit import verify_log
 from checkstream.audit.export import iter_entries
 from checkstream.proxy.app import HEADER_POLICY_VERSION
 from checkstream.proxy.loopback import LoopbackStack
+from proxy_helpers import write_policy
 
 POLICY_V1 = """
 name: reload-test
@@ -35,10 +36,8 @@ MSG = [{"role": "user", "content": "mail carol@example.com please"}]
 
 
 def test_decision_records_are_logged_and_verifiable(tmp_path: Path) -> None:
-    (tmp_path / "p").mkdir()
-    (tmp_path / "p" / "policy.yaml").write_text(POLICY_V1)
     log_path = tmp_path / "decisions.log"
-    with LoopbackStack(policies=tmp_path / "p",
+    with LoopbackStack(policies=write_policy(tmp_path / "p", POLICY_V1),
                        config={"telemetry": {"decision_log": str(log_path)}}) as s:
         client = openai.OpenAI(base_url=s.url + "/v1", api_key="k", max_retries=0)
         r = client.chat.completions.with_raw_response.create(model="customer-record",
@@ -58,9 +57,7 @@ def test_decision_records_are_logged_and_verifiable(tmp_path: Path) -> None:
 
 
 def test_hot_reload_swaps_for_new_requests(tmp_path: Path) -> None:
-    folder = tmp_path / "p"
-    folder.mkdir()
-    (folder / "policy.yaml").write_text(POLICY_V1)
+    folder = write_policy(tmp_path / "p", POLICY_V1)
     with LoopbackStack(policies=folder) as s:
         store = s.state.runtimes["default"].store
         client = openai.OpenAI(base_url=s.url + "/v1", api_key="k", max_retries=0)

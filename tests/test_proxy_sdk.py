@@ -15,6 +15,7 @@ import pytest
 from checkstream.proxy.app import HEADER_POLICY_VERSION, HEADER_REQUEST_ID
 from checkstream.proxy.loopback import LoopbackStack
 from checkstream.proxy.replay import Recording, load_recordings
+from proxy_helpers import write_policy
 
 POLICY = """
 name: proxy-test
@@ -62,12 +63,6 @@ rules:
       - stop: {message: "Tenant B does not discuss umbrellas."}
 """
 RECORDINGS = load_recordings()
-
-
-def write_policy(folder: Path, text: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "policy.yaml").write_text(text)
-    return folder
 
 
 @pytest.fixture(scope="module")
