@@ -108,85 +108,24 @@ def _judge(
     return record, events
 
 
-def run_sync(
-    registry: Any,
+# What one classifier call came to: scores, timed out, failed, latency (ms), error.
+_Outcome = tuple[Mapping[str, float], bool, bool, float, str | None]
+
+
+def _judge_all(
     groups: Mapping[str, Sequence[ClassifierLeaf]],
-    text: str,
+    classifiers: Sequence[Any],
+    outcomes: Sequence[_Outcome],
     *,
     phase: str,
     start: int,
     end: int,
-    message_index: int | None = None,
+    message_index: int | None,
 ) -> tuple[list[CheckRecord], list[LeafEvent]]:
-    records: list[CheckRecord] = []
-    events: list[LeafEvent] = []
-    for name, leaves in groups.items():
-        classifier = registry.get(name)
-        began = time.perf_counter()
-        failed = False
-        error: str | None = None
-        scores: Mapping[str, float] = {}
-        try:
-            scores = classifier.score([text])[0]
-        except Exception as exc:  # resolved by the classifier's fail mode, and recorded
-            failed = True
-            error = f"{type(exc).__name__}: {exc}"
-        record, found = _judge(
-            classifier,
-            leaves,
-            scores,
-            phase=phase,
-            start=start,
-            end=end,
-            latency_ms=(time.perf_counter() - began) * 1000,
-            timed_out=False,
-            failed=failed,
-            message_index=message_index,
-            error=error,
-        )
-        records.append(record)
-        events.extend(found)
-    return records, events
-
-
-async def run_async(
-    registry: Any,
-    groups: Mapping[str, Sequence[ClassifierLeaf]],
-    text: str,
-    *,
-    phase: str,
-    start: int,
-    end: int,
-    message_index: int | None = None,
-) -> tuple[list[CheckRecord], list[LeafEvent]]:
-    names = list(groups)
-    classifiers = [registry.get(name) for name in names]
-
-    async def one(classifier: Any) -> tuple[Mapping[str, float], bool, bool, float, str | None]:
-        began = time.perf_counter()
-        try:
-            result = await classifier.ascore(text)
-        except Exception as exc:  # ascore should not raise; if it does, it is a failure too
-            elapsed = (time.perf_counter() - began) * 1000
-            return {}, False, True, elapsed, f"{type(exc).__name__}: {exc}"
-        return (
-            result.scores,
-            bool(result.timed_out),
-            bool(result.failed),
-            float(result.latency_ms),
-            getattr(result, "error", None),
-        )
-
-    # One classifier (the common case): no gather, whose tasks cost more than the check.
-    results = (
-        [await one(classifiers[0])]
-        if len(classifiers) == 1
-        else await asyncio.gather(*(one(c) for c in classifiers))
-    )
     records: list[CheckRecord] = []
     events: list[LeafEvent] = []
     for name, classifier, (scores, timed_out, failed, latency, error) in zip(
-        names, classifiers, results, strict=True
+        groups, classifiers, outcomes, strict=True
     ):
         record, found = _judge(
             classifier,
@@ -204,3 +143,80 @@ async def run_async(
         records.append(record)
         events.extend(found)
     return records, events
+
+
+def run_sync(
+    registry: Any,
+    groups: Mapping[str, Sequence[ClassifierLeaf]],
+    text: str,
+    *,
+    phase: str,
+    start: int,
+    end: int,
+    message_index: int | None = None,
+) -> tuple[list[CheckRecord], list[LeafEvent]]:
+    classifiers = [registry.get(name) for name in groups]
+
+    def one(classifier: Any) -> _Outcome:
+        began = time.perf_counter()
+        try:
+            scores = classifier.score([text])[0]
+        except Exception as exc:  # resolved by the classifier's fail mode, and recorded
+            elapsed = (time.perf_counter() - began) * 1000
+            return {}, False, True, elapsed, f"{type(exc).__name__}: {exc}"
+        return scores, False, False, (time.perf_counter() - began) * 1000, None
+
+    outcomes = [one(c) for c in classifiers]
+    return _judge_all(
+        groups,
+        classifiers,
+        outcomes,
+        phase=phase,
+        start=start,
+        end=end,
+        message_index=message_index,
+    )
+
+
+async def run_async(
+    registry: Any,
+    groups: Mapping[str, Sequence[ClassifierLeaf]],
+    text: str,
+    *,
+    phase: str,
+    start: int,
+    end: int,
+    message_index: int | None = None,
+) -> tuple[list[CheckRecord], list[LeafEvent]]:
+    classifiers = [registry.get(name) for name in groups]
+
+    async def one(classifier: Any) -> _Outcome:
+        began = time.perf_counter()
+        try:
+            result = await classifier.ascore(text)
+        except Exception as exc:  # ascore should not raise; if it does, it is a failure too
+            elapsed = (time.perf_counter() - began) * 1000
+            return {}, False, True, elapsed, f"{type(exc).__name__}: {exc}"
+        return (
+            result.scores,
+            bool(result.timed_out),
+            bool(result.failed),
+            float(result.latency_ms),
+            getattr(result, "error", None),
+        )
+
+    # One classifier (the common case): no gather, whose tasks cost more than the check.
+    outcomes = (
+        [await one(classifiers[0])]
+        if len(classifiers) == 1
+        else await asyncio.gather(*(one(c) for c in classifiers))
+    )
+    return _judge_all(
+        groups,
+        classifiers,
+        outcomes,
+        phase=phase,
+        start=start,
+        end=end,
+        message_index=message_index,
+    )
