@@ -33,6 +33,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from _results import move_section_last
+from _timing import rank_percentile
 from checkstream.audit import DecisionLog, verify_log
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -116,8 +118,7 @@ def per_call_us(
         t0 = clock()
         fn(record)
         samples.append((clock() - t0) / 1000)
-    samples.sort()
-    return statistics.median(samples), samples[int(len(samples) * 0.99)]
+    return statistics.median(samples), rank_percentile(samples, 0.99)
 
 
 def main() -> None:
@@ -204,17 +205,9 @@ def main() -> None:
         ]
     )
     if args.write:
-        write_section(report)
+        move_section_last(RESULTS, HEADER, report)
     print(report)
     sys.stdout.flush()
-
-
-def write_section(report: str) -> None:
-    """Replaces our `## ` section of RESULTS.md (or appends it), leaving the others alone."""
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    blocks = old.split("\n## ")
-    kept = [blocks[0]] + [b for b in blocks[1:] if "## " + b.splitlines()[0] != HEADER]
-    RESULTS.write_text("\n## ".join(kept).rstrip("\n") + "\n\n" + report)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import yaml
 
+from _timing import index_percentile
 from checkstream._core import HoldbackBuffer
 from checkstream.engine import Guard, RequestContext, StreamGuard
 from checkstream.policy import load_policy_set
@@ -130,11 +131,6 @@ def concurrent(guard: Guard, toks: list[str], streams: int) -> tuple[float, floa
     return (time.perf_counter() - w0) / n * 1e6, (time.process_time() - c0) / n * 1e6
 
 
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=20000)
@@ -151,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     def add(name: str, measured: list[float]) -> None:
         times, cpu = measured[:-1], measured[-1]
         rows.setdefault(name, []).append(
-            (statistics.fmean(times) * 1e6, pct(times, 99) * 1e6, cpu * 1e6))
+            (statistics.fmean(times) * 1e6, index_percentile(times, 0.99) * 1e6, cpu * 1e6))
 
     guarded(full, toks[:2000])  # load the model, warm caches
     for _ in range(args.rounds):

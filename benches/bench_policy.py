@@ -32,6 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _results import move_section_last
+from _timing import rank_percentile
 from checkstream.classifiers import find_pii, load_registry
 from checkstream.engine import Guard, RequestContext
 from checkstream.policy import load_policy_set
@@ -156,11 +158,6 @@ def _leaves(node: Node) -> list[Node]:
 # --------------------------------------------------------------------------- measurement
 
 
-def pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def time_each(
     items: list[list[str]], fn: Callable[[list[str]], object]
 ) -> tuple[list[float], list[float]]:
@@ -233,10 +230,11 @@ def _bench_pack(
     ):
         a, a_cpu = time_each(items, ours)
         b, b_cpu = time_each(items, base)
+        a99, a_cpu99, b99, b_cpu99 = (rank_percentile(x, 0.99) for x in (a, a_cpu, b, b_cpu))
         rows.append(
-            f"| {label}: {name} | {statistics.median(a):.0f} | {pct(a, 0.99):.0f} | "
-            f"{pct(a_cpu, 0.99):.0f} | {statistics.median(b):.0f} | {pct(b, 0.99):.0f} | "
-            f"{pct(b_cpu, 0.99):.0f} | {statistics.median(b) / statistics.median(a):.2f}x |"
+            f"| {label}: {name} | {statistics.median(a):.0f} | {a99:.0f} | {a_cpu99:.0f} | "
+            f"{statistics.median(b):.0f} | {b99:.0f} | {b_cpu99:.0f} | "
+            f"{statistics.median(b) / statistics.median(a):.2f}x |"
         )
     return rows
 
@@ -290,13 +288,6 @@ def _timed(fn: Callable[[], None]) -> float:
     return (time.perf_counter_ns() - start) / 1000.0
 
 
-def write_section(body: str) -> None:
-    old = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n\n"
-    chunks = old.split("\n## ")
-    kept = [c for c in chunks if not c.startswith(SECTION + "\n")]
-    RESULTS.write_text("\n## ".join(kept).rstrip("\n") + "\n\n" + body, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=2000, help="64-token windows for part 1/2")
@@ -346,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(body)
     if args.write:
-        write_section(body)
+        move_section_last(RESULTS, "## " + SECTION, body)
     return 0
 
 

@@ -37,6 +37,9 @@ from typing import Any
 
 import httpx
 
+from _results import replace_section
+from _timing import index_percentile
+
 ROOT = Path(__file__).resolve().parents[1]
 TOKENS = [" word"] * 4 + [" caf\u00e9", " data", " \u65e5\u672c", " stream"]
 
@@ -189,13 +192,6 @@ async def run_load(base: str, replay: str, n: int, interval_ms: float) -> tuple[
         return list(results), time.monotonic() - t0
 
 
-def pct(xs: list[float], p: float) -> float:
-    if not xs:
-        return float("nan")
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--streams", default="16,64")
@@ -227,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                 for path, srv in servers.items():
                     res, _wall = asyncio.run(run_load(srv.url, replay.url, n, args.interval_ms))
                     lat = [x for r in res for x in r.latencies]
-                    paced[path].append((pct(lat, 50) * 1e3, pct(lat, 99) * 1e3,
+                    paced[path].append((index_percentile(lat, 0.50) * 1e3,
+                                        index_percentile(lat, 0.99) * 1e3,
                                         statistics.median(r.ttft for r in res) * 1e3))
             for path, srv in servers.items():
                 cpu0 = srv.cpu_seconds() if path != "direct" else 0.0
@@ -253,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     table = render(rows, counts, args)
     print(table)
     if args.write:
-        write_section(Path(args.write), table)
+        replace_section(Path(args.write), "## Proxy (benches/bench_proxy.py)", table)
     return 0
 
 
@@ -297,18 +294,6 @@ def render(rows: list[dict[str, Any]], counts: list[int], args: argparse.Namespa
                       f"{ra:.3f} ms (ratio {ratio:.2f}).")
     lines += ["", *ratios, ""]
     return "\n".join(lines) + "\n"
-
-
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    head = "## Proxy (benches/bench_proxy.py)"
-    if head in text:
-        start = text.index(head)
-        nxt = text.find("\n## ", start + len(head))
-        text = text[:start] + section + (text[nxt + 1:] if nxt != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from _results import replace_section
+
 ROOT = Path(__file__).resolve().parent.parent
 VOCAB = 128_256
 NUM_SEQUENCES = 10_000
@@ -181,7 +183,6 @@ def bench_engine(tokens: int = 64, requests: int = 256, rounds: int = 5) -> dict
 
 def write_results(mask: list[dict[str, Any]], engine: dict[str, float] | None, cmd: str) -> None:
     path = ROOT / "benches" / "RESULTS.md"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
     lines = [
         "## Sidecar (vLLM logits processor)",
         "",
@@ -215,15 +216,7 @@ def write_results(mask: list[dict[str, Any]], engine: dict[str, float] | None, c
             "a decode step ~10 ms for 256 rows, so this ratio is an upper bound on the relative "
             "cost for real models.",
         ]
-    section = "\n".join(lines) + "\n\n"
-    marker = "## Sidecar (vLLM logits processor)"
-    if marker in text:
-        head, _, rest = text.partition(marker)
-        nxt = rest.find("\n## ")
-        text = head + section + (rest[nxt + 1 :] if nxt >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    replace_section(path, "## Sidecar (vLLM logits processor)", "\n".join(lines) + "\n\n")
 
 
 def main() -> None:
