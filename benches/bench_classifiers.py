@@ -251,11 +251,20 @@ def gpu_section(g: dict[str, object]) -> list[str]:
 
 
 def write_section(report: str) -> None:
-    """Replaces our `## ` section of RESULTS.md (or appends it), leaving the others alone."""
+    """Replaces our `## ` section of RESULTS.md in place (or appends it), leaving the others
+    alone; its hand-written `### History` subsections (before/after figures) are kept."""
     old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
     blocks = old.split("\n## ")
-    kept = [blocks[0]] + [b for b in blocks[1:] if "## " + b.splitlines()[0] != HEADER]
-    RESULTS.write_text("\n## ".join(kept).rstrip("\n") + "\n\n" + report)
+    ours = [i for i, b in enumerate(blocks) if i and "## " + b.splitlines()[0] == HEADER]
+    if ours:
+        history = [
+            "### " + sub for sub in blocks[ours[0]].split("\n### ")[1:] if sub.startswith("History")
+        ]
+        section = report.rstrip("\n") + "".join("\n\n" + h.rstrip("\n") for h in history)
+        blocks[ours[0]] = section.removeprefix("## ") + "\n"
+        RESULTS.write_text("\n## ".join(blocks))
+    else:
+        RESULTS.write_text("\n## ".join(blocks).rstrip("\n") + "\n\n" + report)
 
 
 if __name__ == "__main__":

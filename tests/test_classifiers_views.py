@@ -59,6 +59,7 @@ def test_obfuscations_are_undone() -> None:
 
 def test_leetspeak_view_only_when_a_word_mixes_letters_and_digits() -> None:
     assert "leetspeak" not in names("I have 2 cats and 3 dogs")
+    assert "leetspeak" not in names("write to help@example.com or see https://x.example/a1b2")
     assert "leetspeak" in names("h4ck the pl4net")
 
 

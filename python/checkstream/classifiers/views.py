@@ -33,9 +33,12 @@ _HEX = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[ :]?){12,}(?![0-9A-Fa-f])"
 _BINARY = re.compile(r"(?<![01])(?:[01]{8}[ ]?){6,}(?![01])")
 # Five or more single letters separated by spaces or dots: "i g n o r e", "s.y.s.t.e.m".
 _SPACED = re.compile(r"(?<!\w)(?:[^\W\d_][ .]){4,}[^\W\d_](?!\w)")
-# A word (2-16 chars) with a leetspeak digit or symbol inside or in front of its letters:
-# "1gn0r3", "h@ck", "pr3v10us"; not "base64", "mp3", "x86_64" or a base64 blob.
-_LEET_WORD = re.compile(
+# A leetspeak digit or symbol between letters or in front of them: "1gn0r3", "h@ck", "pr3v10us";
+# not "base64", "mp3" or "x86_64". Words over 16 characters (blobs, hashes) do not count.
+_LEET = re.compile(r"[^\W\d_][013457@$!|]+[^\W\d_]|(?<![\w@$!|])[013457@$!|]+[^\W\d_]")
+_LEET_CHARS = frozenset("013457@$!|")
+_TOKEN = re.compile(r"[\w@$!|]+")
+_WORD = re.compile(
     r"(?<![\w@$!|])(?=[\w@$!|]{2,16}(?![\w@$!|]))"
     r"[\w@$!|]*(?:[^\W\d_][013457@$!|]+[^\W\d_]|^[013457@$!|]+[^\W\d_]"
     r"|(?<![\w@$!|])[013457@$!|]+[^\W\d_])"
@@ -73,6 +76,18 @@ def _plain(text: str) -> str:
 
 def _common_words(text: str) -> int:
     return sum(1 for w in _WORD.findall(text.casefold()) if w in _COMMON)
+
+
+def _has_leetspeak(text: str) -> bool:
+    if _LEET_CHARS.isdisjoint(text) or _LEET.search(text) is None:
+        return False
+    for chunk in text.split():
+        if _LEET_CHARS.isdisjoint(chunk) or "://" in chunk or ("@" in chunk and "." in chunk):
+            continue  # e-mail addresses and URLs are not leetspeak
+        for token in _TOKEN.findall(chunk):
+            if len(token) <= 16 and _LEET.search(token):
+                return True
+    return False
 
 
 def _texty(raw: bytes) -> str | None:
@@ -131,13 +146,16 @@ def decoded_views(text: str) -> list[tuple[str, str]]:
             break
         joined = re.sub(r"[ .]", "", m.group(0))
         out.append(("spaced", text[: m.start()] + joined + text[m.end() :]))
+    words = text.split()
     base = _common_words(text)
-    rot = codecs.encode(text, "rot13")
-    if _common_words(rot) >= max(2, 2 * base + 1):
-        out.append(("rot13", rot))
-    rev = text[::-1]
-    if _common_words(rev) >= max(2, 2 * base + 1):
-        out.append(("reversed", rev))
+    # Plain English (a quarter or more common words) was not written in ROT13 or backwards.
+    if base * 4 < len(words):
+        rot = codecs.encode(text, "rot13")
+        if _common_words(rot) >= max(2, 2 * base + 1):
+            out.append(("rot13", rot))
+        rev = text[::-1]
+        if _common_words(rev) >= max(2, 2 * base + 1):
+            out.append(("reversed", rev))
     return out
 
 
@@ -161,7 +179,7 @@ def text_views(text: str, families: Iterable[ViewName]) -> list[tuple[str, str]]
     wanted = set(families)
     if "normalized" in wanted:
         add("normalized", _normalize(text, False))
-    if "leetspeak" in wanted and _LEET_WORD.search(text):
+    if "leetspeak" in wanted and _has_leetspeak(text):
         add("leetspeak", _normalize(text, True))
     if "decoded" in wanted:
         for how, view in decoded_views(text):
