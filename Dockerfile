@@ -20,6 +20,9 @@ RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 COPY policies/default /etc/checkstream/policies
 COPY config.example.yaml /etc/checkstream/config.yaml
 ENV CHECKSTREAM_CONFIG=/etc/checkstream/config.yaml
+# Secrets (OPENAI_API_KEY / ANTHROPIC_API_KEY, CHECKSTREAM_ADMIN_TOKEN for POST /admin/reload)
+# are given at run time from a secret store (docker run --env-file, a Kubernetes Secret, ECS
+# secrets), never baked into the image with ENV.
 USER 10001
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=2s \
