@@ -124,7 +124,7 @@ def main() -> None:
         "Command: `VIRTUAL_ENV=$PWD/.venv maturin develop --release -q && "
         ".venv/bin/python benches/bench_holdback.py --write` "
         f"({n:,} tokens of 1-6 chars, 10,000 phrases, holdback {HOLDBACK}, best of "
-        f"{args.repeat}; Python {sys.version.split()[0]}).",
+        f"{args.repeat} in thread CPU time; Python {sys.version.split()[0]}).",
         "",
         "| measure | per token | baseline / ours |",
         "|---|---|---|",

@@ -338,6 +338,25 @@ def test_long_texts_are_scanned_in_blocks_without_losing_matches(pad: int) -> No
     assert len(expected) == 10
 
 
+@pytest.mark.parametrize("extra", [0, 1, 2, 3, 5, 8, 13, 4099])
+def test_long_texts_scanned_in_lanes_equal_the_stream_and_the_reference(extra: int) -> None:
+    # find_all scans texts of 64 KiB or more as 4 interleaved pieces cut at len // 4 * k
+    # (bytes) and stitches the matches back; streams never do. Phrases here straddle the cuts.
+    phrases = ["kill him", "caf\u00e9 noir", "x", "a b", "him a"]
+    unit = "a kill  him a\n\tb caf\u00e9 noir x xkill him. "
+    text = unit * (70_000 // len(unit)) + "y" * extra
+    m = PhraseMatcher(phrases, whole_word=[True, True, True, True, False])
+    expected = reference(phrases, text, [True, True, True, True, False], False)
+    assert m.find_all(text) == expected
+    s = m.stream()
+    got = s.feed(text[:30_001]) + s.feed(text[30_001:]) + s.finish()
+    assert got == expected
+    ascii_text = text.replace("\u00e9", "e")
+    assert m.find_all(ascii_text) == reference(
+        phrases, ascii_text, [True, True, True, True, False], False
+    )
+
+
 def test_shared_by_threads() -> None:
     m = PhraseMatcher([f"word{i}" for i in range(2000)])
     text = " ".join(f"word{i}" for i in range(0, 4000, 3)) * 3

@@ -2,50 +2,71 @@
 //!
 //! # Why the `aho-corasick` crate and not our own automaton
 //! The crate (BurntSushi's, the engine under `regex`) builds a well-tested Aho-Corasick automaton
-//! with byte classes and, through its `automaton::Automaton` trait, hands out raw state ids with
-//! `next_state(state, byte)`. That is all streaming needs: a stream keeps one `StateID`, so a
+//! and, through its `automaton::Automaton` trait, hands out raw state ids with
+//! `next_state(state, byte)`. That is all streaming needs: a stream keeps one state id, so a
 //! phrase split across chunks (or across the bytes of a code point) is found exactly as in the
 //! whole text, with no re-scan of a tail. Writing our own trie/failure-link construction would
-//! duplicate that work and its tests for no gain. We pick the crate's DFA (one table lookup per
-//! byte) up to [`DFA_MAX_PHRASES`] phrases and its contiguous NFA above that, where the DFA's
-//! memory (states x byte classes) stops being worth it.
+//! duplicate that work and its tests for no gain. Up to [`DFA_MAX_PHRASES`] phrases we build the
+//! crate's DFA and copy it into a table laid out for our scan ([`automaton`]: breadth-first state
+//! order, match states last); above that, the crate's contiguous NFA, where a DFA's memory
+//! (states x byte classes) stops being worth it.
+//!
+//! # Word-start markers
+//! The automaton does not read the normalised text alone: before every word char that follows a
+//! non-word char (or starts the text) the scan steps one extra byte, [`MARK`] (0xFF, never part
+//! of UTF-8). Phrases are compiled the same way: a marker before each word start inside them,
+//! and before the first char when the phrase needs a word boundary there. So:
+//! - "the match starts at a word boundary" is enforced by the automaton itself;
+//! - more importantly for speed, a whole-word phrase can only begin right after a marker, so
+//!   inside a word that begins no phrase the automaton drops back to its start state instead of
+//!   tracking every suffix of the word that happens to begin a phrase ("stand" in
+//!   "understanding"). The walk stays in a few hot, shallow states, which is what makes a 10k
+//!   phrase table (megabytes) scan at close to cache speed. Positions, depths and lengths count
+//!   normalised bytes only, never markers.
 //!
 //! # What the stream does per chunk
-//! 1. Normalise the chunk one code point at a time ([`crate::normalize`]) into a byte buffer,
-//!    noting which original char produced each normalised byte (implicit for ASCII chunks).
-//!    Whitespace runs collapse to one space here too; one bit (did the last chunk end in a
-//!    space) carries a run across chunks, so "kill " + " \n him" finds "kill him".
-//! 2. Step the automaton over that buffer in a tight loop that only records the positions of
-//!    match states. This is the same loop as the crate's own search; keeping bookkeeping out of
-//!    it is what makes the streamed matcher as fast as a plain scan.
-//! 3. Turn the recorded positions into matches: original offsets, and word boundaries read from
-//!    the normalised bytes around the match (the chunk, or a small history ring of the previous
-//!    chunks' last bytes). A whole-word match that ends the chunk waits in `pending` until the
-//!    next normalised char (or the end of the stream) decides its trailing boundary.
+//! 1. Runs of ASCII (the common case) are folded, whitespace-collapsed, marked and scanned in
+//!    one loop over the original bytes, with no intermediate buffer. One lookup in a 3 x 128
+//!    table (what the last normalised char was: other, space, word char; and the byte) gives the
+//!    table column to step (a byte, "marker then byte", or "no move" for a collapsed space) and
+//!    the next mode, so the loop has no branch but the match test. ASCII folds one byte to one
+//!    byte, so the original char of a normalised byte is found again by walking back over the
+//!    run, which only match states need. The mode carries a whitespace run and a word across
+//!    chunks, so "kill " + " \n him" finds "kill him".
+//! 2. Stretches with other chars are normalised one code point at a time ([`crate::normalize`])
+//!    into a byte buffer (markers included) with the original char of every byte, then
+//!    scanned the same way.
+//! 3. Match states become matches: original offsets, and the trailing word boundary read from
+//!    the next normalised char. A whole-word match that ends the chunk waits in `pending` until
+//!    the next normalised char (or the end of the stream) decides it. Match starts before the
+//!    chunk come from a small ring with the original char of the last normalised bytes.
+//!
+//! [`PhraseMatcher::find_all`] on a long text cuts it into [`LANES`] pieces scanned side by
+//! side in one loop (one core): the walk is a chain of dependent table loads, and independent
+//! chains let the CPU overlap their cache misses. How the pieces are stitched back is on
+//! `find_all_lanes`.
 //!
 //! Matches are emitted sorted by `(end, start, phrase)`, and only once no undecided match could
 //! still sort before them, so that the concatenation of all `feed` results plus `finish` equals
 //! [`PhraseMatcher::find_all`].
 //!
-//! We also tried a second, anchored automaton walked from every word start for whole-word
-//! phrases (walks die early in shallow, cache-hot states). Measured on English prose it was
-//! ~1.6x *slower* than the single unanchored scan (more bookkeeping per word, no fewer cache
-//! misses), so it was dropped; see benches/RESULTS.md.
+//! An earlier version also tried a second, anchored automaton walked from every word start (one
+//! walk per word start in flight, ~1.6x slower than one unanchored scan); the markers get the
+//! same effect inside the one automaton. See benches/RESULTS.md for the figures.
 //!
 //! # `pending`
 //! Each automaton state is a trie node; its depth is the longest suffix of the normalised text
-//! that is a prefix of some phrase. We record the depth of every state at build time (walking
-//! each phrase once), so `pending` (original chars that could still become part of a match) is one
-//! hash lookup plus one history lookup.
+//! that is a prefix of some phrase. Depths are recorded at build time (walking each phrase
+//! once), so `pending` (original chars that could still become part of a match) is one table
+//! lookup plus one ring lookup.
+
+mod automaton;
 
 use std::sync::Arc;
 
-use aho_corasick::automaton::{Automaton, StateID};
-use aho_corasick::dfa::DFA;
-use aho_corasick::nfa::contiguous::NFA;
-use aho_corasick::{dfa, nfa, Anchored, MatchKind, StartKind};
-use rustc_hash::FxHashMap;
+use aho_corasick::{dfa, nfa, MatchKind, StartKind};
 
+use self::automaton::{ascii_key, Dense, Nfa, Walk};
 use crate::normalize::{is_word_char, Normalizer};
 use crate::CoreError;
 
@@ -57,6 +78,9 @@ pub const MAX_PHRASES: usize = 5_000_000;
 pub const MAX_PHRASE_BYTES: usize = 4096;
 /// Refuse phrase sets whose normalised forms add up to more than this many bytes.
 pub const MAX_TOTAL_BYTES: usize = 256 << 20;
+
+/// The word-start marker byte stepped before each word start (see the module docs).
+const MARK: u8 = 0xFF;
 
 /// One match: phrase index and end-exclusive char offsets into the original text.
 /// Field order makes the derived ordering `(end, start, phrase)`, the order matches are reported.
@@ -83,18 +107,17 @@ pub enum WholeWord<'a> {
 
 #[derive(Debug, Clone, Copy)]
 struct PhraseInfo {
-    /// Normalised length in bytes.
+    /// Normalised length in bytes (markers not counted).
     len: usize,
-    /// Needs a non-word char (or the start of text) before it.
-    need_start: bool,
-    /// Needs a non-word char (or the end of text) after it.
+    /// Needs a non-word char (or the end of text) after it. (The start boundary is a marker
+    /// in the compiled pattern.)
     need_end: bool,
 }
 
 #[derive(Debug)]
 enum Engine {
-    Dfa(DFA),
-    Nfa(NFA),
+    Dfa(Dense),
+    Nfa(Box<Nfa>),
 }
 
 /// An immutable compiled phrase set. Share it (`Arc`) between any number of streams/threads.
@@ -102,25 +125,81 @@ enum Engine {
 pub struct PhraseMatcher {
     normalizer: Normalizer,
     engine: Engine,
-    start: StateID,
     phrases: Vec<PhraseInfo>,
     normalized: Vec<String>,
-    depth: FxHashMap<StateID, u32>,
     max_len: usize,
+    /// Whether any compiled pattern contains a marker (else the scan steps none).
+    marks: bool,
+    /// ASCII fold of every byte (bytes >= 0x80 never reach the ASCII loop).
+    fold: [u8; 256],
+    /// The ASCII scan's step for (mode, byte), mode being what the last normalised char was
+    /// (0: other, 1: a space, 2: a word char): `column << 3 | counted << 2 | next mode`, where
+    /// `counted` says the byte is a normalised byte (not a collapsed space).
+    steps: Box<[u32; 1024]>,
 }
 
-const ASCII_WORD: [bool; 128] = {
-    let mut t = [false; 128];
+/// Scan modes (see `PhraseMatcher::steps`).
+const MODE_SPACE: u32 = 1;
+const MODE_WORD: u32 = 2;
+
+fn step_table<W: Walk>(aut: &W, fold: &[u8; 256], marks: bool) -> Box<[u32; 1024]> {
+    let mut t = Box::new([0u32; 1024]);
+    for mode in 0..3u32 {
+        for b in 0..128usize {
+            let n = fold[b];
+            let sp = n == b' ';
+            let collapsed = sp && mode == MODE_SPACE;
+            let w = BYTE_WORD[n as usize];
+            let word_start = marks && w && mode != MODE_WORD;
+            let next = if sp {
+                MODE_SPACE
+            } else if w {
+                MODE_WORD
+            } else {
+                0
+            };
+            let column = aut.ascii_column(ascii_key(n, word_start, collapsed));
+            t[(mode as usize) << 8 | b] = column << 3 | u32::from(!collapsed) << 2 | next;
+        }
+    }
+    t
+}
+
+/// Word chars among normalised bytes; [`MARK`] always precedes a word char.
+const BYTE_WORD: [bool; 256] = {
+    let mut t = [false; 256];
     let mut i = 0;
     while i < 128 {
         t[i] = (i as u8).is_ascii_alphanumeric();
         i += 1;
     }
+    t[MARK as usize] = true;
     t
 };
 
 fn build_error(e: aho_corasick::BuildError) -> CoreError {
     CoreError::InvalidPattern(format!("the phrase set is too large to compile: {e}"))
+}
+
+/// The bytes the automaton is built from: the normalised phrase with a [`MARK`] before each
+/// word start inside it, and before its first char when that needs a word boundary.
+fn compile_pattern(normalized: &str, need_start: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(normalized.len() + 4);
+    let mut prev_word: Option<bool> = None;
+    for ch in normalized.chars() {
+        let w = is_word_char(ch);
+        let mark = match prev_word {
+            None => need_start,
+            Some(p) => w && !p,
+        };
+        if mark {
+            out.push(MARK);
+        }
+        prev_word = Some(w);
+        let mut buf = [0u8; 4];
+        out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+    }
+    out
 }
 
 impl PhraseMatcher {
@@ -151,6 +230,7 @@ impl PhraseMatcher {
         let normalizer = Normalizer::new(leetspeak);
         let mut normalized = Vec::with_capacity(phrases.len());
         let mut infos = Vec::with_capacity(phrases.len());
+        let mut patterns = Vec::with_capacity(phrases.len());
         let mut total = 0usize;
         for (i, p) in phrases.iter().enumerate() {
             let p = p.as_ref();
@@ -188,45 +268,50 @@ impl PhraseMatcher {
             let last = n.chars().next_back().is_some_and(is_word_char);
             infos.push(PhraseInfo {
                 len: n.len(),
-                need_start: ww && first,
                 need_end: ww && last,
             });
+            patterns.push(compile_pattern(&n, ww && first));
             normalized.push(n);
         }
 
         let engine = if normalized.len() <= DFA_MAX_PHRASES {
-            Engine::Dfa(
-                dfa::Builder::new()
-                    .match_kind(MatchKind::Standard)
-                    .start_kind(StartKind::Unanchored)
-                    .prefilter(false)
-                    .byte_classes(true)
-                    .build(&normalized)
-                    .map_err(build_error)?,
-            )
+            let aut = dfa::Builder::new()
+                .match_kind(MatchKind::Standard)
+                .start_kind(StartKind::Unanchored)
+                .prefilter(false)
+                .byte_classes(true)
+                .build(&patterns)
+                .map_err(build_error)?;
+            Engine::Dfa(Dense::new(&aut, &patterns, MARK)?)
         } else {
-            Engine::Nfa(
-                nfa::contiguous::Builder::new()
-                    .match_kind(MatchKind::Standard)
-                    .prefilter(false)
-                    .byte_classes(true)
-                    .build(&normalized)
-                    .map_err(build_error)?,
-            )
-        };
-        let (start, depth) = match &engine {
-            Engine::Dfa(a) => state_depths(a, &normalized)?,
-            Engine::Nfa(a) => state_depths(a, &normalized)?,
+            let aut = nfa::contiguous::Builder::new()
+                .match_kind(MatchKind::Standard)
+                .prefilter(false)
+                .byte_classes(true)
+                .build(&patterns)
+                .map_err(build_error)?;
+            Engine::Nfa(Box::new(Nfa::new(aut, &patterns, MARK)?))
         };
         let max_len = infos.iter().map(|p| p.len).max().unwrap_or(1);
+        let marks = patterns.iter().any(|p| p.contains(&MARK));
+        let table = normalizer.ascii_table();
+        let mut fold = [0u8; 256];
+        for (b, slot) in fold.iter_mut().enumerate().take(128) {
+            *slot = table[b];
+        }
+        let steps = match &engine {
+            Engine::Dfa(a) => step_table(a, &fold, marks),
+            Engine::Nfa(a) => step_table(a.as_ref(), &fold, marks),
+        };
         Ok(Self {
+            steps,
             normalizer,
             engine,
-            start,
             phrases: infos,
             normalized,
-            depth,
             max_len,
+            marks,
+            fold,
         })
     }
 
@@ -263,14 +348,13 @@ impl PhraseMatcher {
             Engine::Dfa(a) => a.memory_usage(),
             Engine::Nfa(a) => a.memory_usage(),
         };
-        let depth = self.depth.capacity() * (std::mem::size_of::<(StateID, u32)>() + 1);
         let phrases = self
             .normalized
             .iter()
             .map(|s| s.capacity() + 24)
             .sum::<usize>()
             + self.phrases.capacity() * std::mem::size_of::<PhraseInfo>();
-        aut + depth + phrases
+        aut + phrases
     }
 
     /// A new stream over this phrase set.
@@ -280,80 +364,250 @@ impl PhraseMatcher {
 
     /// All (overlapping) matches in `text`, sorted by `(end, start, phrase)`.
     pub fn find_all(&self, text: &str) -> Vec<Match> {
-        let mut cur = Cursor::new(self);
+        if text.len() < LANES * LANE_MIN_BYTES {
+            let mut cur = Cursor::new(self);
+            let mut out = Vec::new();
+            cur.feed_str(self, text);
+            cur.finish(&mut out);
+            return out;
+        }
+        match &self.engine {
+            Engine::Dfa(a) => self.find_all_lanes(a, text),
+            Engine::Nfa(a) => self.find_all_lanes(a.as_ref(), text),
+        }
+    }
+
+    /// `find_all` for long texts: the text is cut into [`LANES`] pieces scanned side by side
+    /// (interleaved in one loop, one core). Each piece's cursor starts fresh at its cut, so it
+    /// finds exactly the matches that start in its piece or later; each cursor but the last
+    /// then reads on past the next cut until no match starting before that cut can still end
+    /// (its automaton depth no longer reaches back over the cut, no whole-word match waits),
+    /// keeping only the matches that start before the cut.
+    fn find_all_lanes<W: Walk>(&self, aut: &W, text: &str) -> Vec<Match> {
+        let mut cuts = [text.len(); LANES + 1];
+        cuts[0] = 0;
+        for (l, cut) in cuts.iter_mut().enumerate().take(LANES).skip(1) {
+            *cut = text.len() / LANES * l;
+            while !text.is_char_boundary(*cut) {
+                *cut -= 1;
+            }
+        }
+        let mut curs: [Cursor; LANES] = std::array::from_fn(|_| Cursor::new(self));
+        let mut chars_before = [0usize; LANES + 1];
+        for l in 1..=LANES {
+            let piece = &text[cuts[l - 1]..cuts[l]];
+            let n = if piece.is_ascii() {
+                piece.len()
+            } else {
+                piece.chars().count()
+            };
+            chars_before[l] = chars_before[l - 1] + n;
+        }
+        for l in 1..LANES {
+            curs[l].start_at(self, text, cuts[l], chars_before[l]);
+        }
+        let mut rests: [&str; LANES] = std::array::from_fn(|l| &text[cuts[l]..cuts[l + 1]]);
+        loop {
+            let blocks: [&[u8]; LANES] = std::array::from_fn(|l| {
+                // A lane whose text goes on with non-ASCII chars reads them on its own first.
+                let (mut ascii, mut tail) = split_ascii(rests[l]);
+                while ascii.is_empty() && !tail.is_empty() {
+                    let (other, t) = split_other(tail);
+                    curs[l].feed_other(self, aut, other);
+                    (ascii, tail) = split_ascii(t);
+                }
+                rests[l] = tail;
+                ascii.as_bytes()
+            });
+            if blocks.iter().all(|b| b.is_empty()) {
+                break;
+            }
+            Cursor::scan_lanes(self, aut, &mut curs, blocks);
+        }
         let mut out = Vec::new();
-        cur.feed_str(self, text);
-        cur.finish(&mut out);
+        let mut part = Vec::new();
+        for (l, cur) in curs.iter_mut().enumerate() {
+            if l + 1 < LANES {
+                let (cut_byte, cut_char) = (cur.byte_pos, chars_before[l + 1]);
+                let mut rest = &text[cuts[l + 1]..];
+                while !rest.is_empty()
+                    && (!cur.pending.is_empty()
+                        || aut.depth(cur.state).min(self.max_len) > cur.byte_pos - cut_byte)
+                {
+                    let mut cut = rest.len().min(64);
+                    while !rest.is_char_boundary(cut) {
+                        cut += 1;
+                    }
+                    let (head, tail) = rest.split_at(cut);
+                    cur.feed_block(self, aut, head);
+                    rest = tail;
+                }
+                part.clear();
+                cur.finish(&mut part);
+                out.extend(part.iter().filter(|x| x.start < cut_char));
+            } else {
+                cur.finish(&mut out);
+            }
+        }
+        out.sort_unstable();
         out
     }
 }
 
-/// Walks every phrase from the start state and records the depth of each trie node.
-fn state_depths<A: Automaton>(
-    aut: &A,
-    phrases: &[String],
-) -> Result<(StateID, FxHashMap<StateID, u32>), CoreError> {
-    let start = aut
-        .start_state(Anchored::No)
-        .map_err(|e| CoreError::InvalidPattern(format!("automaton has no start state: {e}")))?;
-    let mut depth = FxHashMap::default();
-    depth.insert(start, 0u32);
-    for p in phrases {
-        let mut sid = start;
-        for (i, &b) in p.as_bytes().iter().enumerate() {
-            sid = aut.next_state(Anchored::No, sid, b);
-            let d = depth.entry(sid).or_insert(0);
-            *d = (*d).max(i as u32 + 1);
-        }
-    }
-    Ok((start, depth))
-}
+/// `find_all` interleaves this many scans of one text (measured: 4 beats 2 and 1).
+pub const LANES: usize = 4;
+/// ... when each gets at least this many bytes (the stitching costs about a phrase's length).
+pub const LANE_MIN_BYTES: usize = 16 << 10;
 
 /// Per-stream state, kept apart from the shared matcher so the two can be borrowed separately.
 #[derive(Debug, Clone)]
 struct Cursor {
-    state: StateID,
+    state: u32,
     /// The last normalised byte was a space (a whitespace run may go on in the next chunk).
     space: bool,
+    /// The last normalised char was a word char (no marker before the next one).
+    word: bool,
     /// Normalised bytes consumed.
     byte_pos: usize,
     /// Original chars consumed.
     char_pos: usize,
-    /// The last `mask + 1` normalised bytes and the original char each came from.
-    hist_byte: Box<[u8]>,
+    /// The original char of each of the last `mask + 1` normalised bytes.
     hist_orig: Box<[usize]>,
     mask: usize,
     /// Whole-word matches waiting for the next char; all end at the current position.
     pending: Vec<Match>,
     /// Decided matches not yet handed out (kept back while `pending` could sort before them).
     ready: Vec<Match>,
-    /// Per-chunk scratch: normalised bytes, their original chars (empty for ASCII chunks),
-    /// match-state positions, one code point's fold.
+    /// Per-chunk scratch for non-ASCII chunks: normalised bytes with markers, the original char
+    /// of each; match-state positions; one code point's fold.
     nbuf: Vec<u8>,
     norig: Vec<usize>,
-    hits: Vec<(usize, StateID)>,
+    hits: Vec<(usize, u32)>,
     scratch: Vec<char>,
+    pids: Vec<usize>,
 }
 
-/// Where the current chunk's normalised bytes are, for lookups by absolute byte position.
-struct Chunk<'a> {
-    base_byte: usize,
-    base_char: usize,
-    bytes: &'a [u8],
-    /// Empty when the chunk was ASCII (then byte k came from char `base_char + k`).
-    orig: &'a [usize],
+/// Where the current chunk's normalised bytes came from, to map a match back.
+#[derive(Clone, Copy)]
+enum Src<'a> {
+    /// An ASCII chunk scanned in place: byte `i` is char `i`; a byte is skipped (not a
+    /// normalised byte) when it is a space folded right after a space. `space0`: the stream
+    /// ended in a space before this chunk.
+    Ascii {
+        text: &'a [u8],
+        fold: &'a [u8; 256],
+        space0: bool,
+    },
+    /// A normalised buffer with markers and the original char of every byte.
+    Buf { bytes: &'a [u8], orig: &'a [usize] },
+}
+
+impl Src<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Src::Ascii { text, .. } => text.len(),
+            Src::Buf { bytes, .. } => bytes.len(),
+        }
+    }
+
+    /// Whether position `j` holds a normalised byte (not a collapsed space, not a marker).
+    #[inline]
+    fn counts(&self, j: usize) -> bool {
+        match *self {
+            Src::Ascii { text, fold, space0 } => {
+                let sp = |k: usize| fold[text[k] as usize] == b' ';
+                !(sp(j) && if j > 0 { sp(j - 1) } else { space0 })
+            }
+            Src::Buf { bytes, .. } => bytes[j] != MARK,
+        }
+    }
+
+    fn orig(&self, base_char: usize, j: usize) -> usize {
+        match self {
+            Src::Ascii { .. } => base_char + j,
+            Src::Buf { orig, .. } => orig[j],
+        }
+    }
+
+    /// Whether the normalised char at position `j` is a word char.
+    fn word_at(&self, j: usize) -> bool {
+        match *self {
+            Src::Ascii { text, fold, .. } => BYTE_WORD[fold[text[j] as usize] as usize],
+            Src::Buf { bytes, .. } => char_is_word_at(bytes, j),
+        }
+    }
+}
+
+/// A cursor's scan state in registers while an ASCII block goes through.
+#[derive(Clone, Copy)]
+struct Lane {
+    sid: u32,
+    /// See `PhraseMatcher::steps`.
+    mode: u32,
+    n_norm: usize,
+}
+
+impl Lane {
+    #[inline(always)]
+    fn of(cur: &Cursor) -> Self {
+        let mode = if cur.space {
+            MODE_SPACE
+        } else if cur.word {
+            MODE_WORD
+        } else {
+            0
+        };
+        Self {
+            sid: cur.state,
+            mode,
+            n_norm: 0,
+        }
+    }
+
+    /// Returns the number of normalised bytes scanned.
+    #[inline(always)]
+    fn store(&self, cur: &mut Cursor) -> usize {
+        cur.state = self.sid;
+        cur.space = self.mode == MODE_SPACE;
+        cur.word = self.mode == MODE_WORD;
+        self.n_norm
+    }
+
+    /// One original ASCII byte `b` (at `i` in its block): fold, collapse, marker and automaton
+    /// step in one table lookup and one transition, no branch but the match test.
+    #[inline(always)]
+    fn step<W: Walk>(
+        &mut self,
+        m: &PhraseMatcher,
+        aut: &W,
+        b: u8,
+        i: usize,
+        hits: &mut Vec<(usize, u32)>,
+    ) {
+        let e = m.steps[((self.mode as usize) << 8 | b as usize) & 0x3ff];
+        self.mode = e & 3;
+        self.n_norm += ((e >> 2) & 1) as usize;
+        self.sid = aut.next_column(self.sid, e >> 3);
+        if aut.is_match(self.sid) {
+            hits.push((i, self.sid));
+        }
+    }
 }
 
 impl Cursor {
     fn new(m: &PhraseMatcher) -> Self {
-        // History must reach a match's start and the (up to 4-byte) char before it.
-        let cap = (m.max_len + 8).next_power_of_two();
+        // The ring must reach back to the start of the longest phrase.
+        let cap = m.max_len.next_power_of_two().max(16);
+        let state = match &m.engine {
+            Engine::Dfa(a) => a.start(),
+            Engine::Nfa(a) => a.start(),
+        };
         Self {
-            state: m.start,
+            state,
             space: false,
+            word: false,
             byte_pos: 0,
             char_pos: 0,
-            hist_byte: vec![0u8; cap].into_boxed_slice(),
             hist_orig: vec![0usize; cap].into_boxed_slice(),
             mask: cap - 1,
             pending: Vec::new(),
@@ -362,208 +616,293 @@ impl Cursor {
             norig: Vec::new(),
             hits: Vec::new(),
             scratch: Vec::new(),
+            pids: Vec::new(),
         }
     }
 
-    /// Long texts go through in blocks so the per-chunk buffers stay in cache.
+    /// Text goes through in blocks so the per-block buffers stay in cache: runs of ASCII
+    /// through the in-place loop, the stretches around other chars through the buffer.
     fn feed_str(&mut self, m: &PhraseMatcher, text: &str) {
-        const BLOCK: usize = 8 << 10;
         let mut rest = text;
         while !rest.is_empty() {
-            let mut cut = rest.len().min(BLOCK);
-            while !rest.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            let (head, tail) = rest.split_at(cut);
+            let (ascii, tail) = split_ascii(rest);
+            let (other, tail) = split_other(tail);
             match &m.engine {
-                Engine::Dfa(a) => self.feed_with(m, a, head),
-                Engine::Nfa(a) => self.feed_with(m, a, head),
+                Engine::Dfa(a) => self.feed_pieces(m, a, ascii, other),
+                Engine::Nfa(a) => self.feed_pieces(m, a.as_ref(), ascii, other),
             }
             rest = tail;
         }
     }
 
-    /// Step 1: the chunk's normalised bytes (and their original chars unless ASCII with no
-    /// whitespace run to collapse).
-    fn normalize_chunk(&mut self, m: &PhraseMatcher, text: &str) -> usize {
-        let table = m.normalizer.ascii_table();
-        self.nbuf.clear();
-        self.norig.clear();
-        if text.is_ascii() {
-            let mut space = self.space;
-            let collapses = text.bytes().any(|b| {
-                let sp = table[b as usize] == b' ';
-                let run = sp && space;
-                space = sp;
-                run
-            });
-            if !collapses {
-                self.nbuf.extend(text.bytes().map(|b| table[b as usize]));
-                self.space = space;
-                return text.len();
+    fn feed_pieces<W: Walk>(&mut self, m: &PhraseMatcher, aut: &W, ascii: &str, other: &str) {
+        if !ascii.is_empty() {
+            self.feed_ascii(m, aut, ascii.as_bytes());
+        }
+        if !other.is_empty() {
+            self.feed_other(m, aut, other);
+        }
+    }
+
+    /// Any text (an ASCII block or not).
+    fn feed_block<W: Walk>(&mut self, m: &PhraseMatcher, aut: &W, text: &str) {
+        let mut rest = text;
+        while !rest.is_empty() {
+            let (ascii, tail) = split_ascii(rest);
+            let (other, tail) = split_other(tail);
+            self.feed_pieces(m, aut, ascii, other);
+            rest = tail;
+        }
+    }
+
+    fn feed_ascii<W: Walk>(&mut self, m: &PhraseMatcher, aut: &W, bytes: &[u8]) {
+        let mut hits = std::mem::take(&mut self.hits);
+        hits.clear();
+        let src = Src::Ascii {
+            text: bytes,
+            fold: &m.fold,
+            space0: self.space,
+        };
+        if !self.pending.is_empty() && !bytes.is_empty() {
+            self.resolve_pending(src.word_at(0));
+        }
+        let n_norm = self.scan_ascii(m, aut, bytes, &mut hits);
+        self.finish_block(m, aut, src, &hits, n_norm, bytes.len());
+        self.hits = hits;
+    }
+
+    /// Text with non-ASCII chars: normalised into a buffer first.
+    fn feed_other<W: Walk>(&mut self, m: &PhraseMatcher, aut: &W, text: &str) {
+        let mut hits = std::mem::take(&mut self.hits);
+        hits.clear();
+        let chars = self.normalize_chunk(m, text);
+        let nbuf = std::mem::take(&mut self.nbuf);
+        let norig = std::mem::take(&mut self.norig);
+        let src = Src::Buf {
+            bytes: &nbuf,
+            orig: &norig,
+        };
+        if !self.pending.is_empty() && !nbuf.is_empty() {
+            self.resolve_pending(src.word_at(0));
+        }
+        let mut sid = self.state;
+        let mut marks = 0;
+        for (k, &b) in nbuf.iter().enumerate() {
+            sid = aut.next(sid, b);
+            marks += usize::from(b == MARK);
+            if aut.is_match(sid) {
+                hits.push((k, sid));
             }
         }
+        self.state = sid;
+        self.finish_block(m, aut, src, &hits, nbuf.len() - marks, chars);
+        self.nbuf = nbuf;
+        self.norig = norig;
+        self.hits = hits;
+    }
+
+    /// The hot loop for ASCII: fold, collapse, mark and step, one byte at a time. Returns the
+    /// number of normalised bytes.
+    #[inline(always)]
+    fn scan_ascii<W: Walk>(
+        &mut self,
+        m: &PhraseMatcher,
+        aut: &W,
+        bytes: &[u8],
+        hits: &mut Vec<(usize, u32)>,
+    ) -> usize {
+        let mut lane = Lane::of(self);
+        for (i, &b) in bytes.iter().enumerate() {
+            lane.step(m, aut, b, i, hits);
+        }
+        lane.store(self)
+    }
+
+    /// The scan of one ASCII block for each of `K` cursors, interleaved byte by byte: the lanes'
+    /// automaton walks are independent chains of loads, so the CPU overlaps their cache misses.
+    fn scan_lanes<W: Walk, const K: usize>(
+        m: &PhraseMatcher,
+        aut: &W,
+        curs: &mut [Cursor; K],
+        blocks: [&[u8]; K],
+    ) {
+        let space0: [bool; K] = std::array::from_fn(|l| curs[l].space);
+        let mut hits: [Vec<(usize, u32)>; K] = std::array::from_fn(|l| {
+            let cur = &mut curs[l];
+            if !cur.pending.is_empty() && !blocks[l].is_empty() {
+                let first = BYTE_WORD[m.fold[blocks[l][0] as usize] as usize];
+                cur.resolve_pending(first);
+            }
+            let mut h = std::mem::take(&mut cur.hits);
+            h.clear();
+            h
+        });
+        let mut lanes: [Lane; K] = std::array::from_fn(|l| Lane::of(&curs[l]));
+        let common = blocks.iter().map(|b| b.len()).min().unwrap_or(0);
+        // Lockstep over K blocks: byte i of every lane before byte i + 1 of any.
+        #[allow(clippy::needless_range_loop)]
+        for i in 0..common {
+            for l in 0..K {
+                lanes[l].step(m, aut, blocks[l][i], i, &mut hits[l]);
+            }
+        }
+        for l in 0..K {
+            for (i, &b) in blocks[l].iter().enumerate().skip(common) {
+                lanes[l].step(m, aut, b, i, &mut hits[l]);
+            }
+            let cur = &mut curs[l];
+            let n_norm = lanes[l].store(cur);
+            let src = Src::Ascii {
+                text: blocks[l],
+                fold: &m.fold,
+                space0: space0[l],
+            };
+            cur.finish_block(m, aut, src, &hits[l], n_norm, blocks[l].len());
+            cur.hits = std::mem::take(&mut hits[l]);
+        }
+    }
+
+    /// A fresh cursor for the text from byte `at` on, which is char `char_pos`: the space and
+    /// word bits are those of the last normalised char before it.
+    fn start_at(&mut self, m: &PhraseMatcher, text: &str, at: usize, char_pos: usize) {
+        self.char_pos = char_pos;
+        let mut fold = Vec::new();
+        for c in text[..at].chars().rev() {
+            fold.clear();
+            m.normalizer.fold_char(c, &mut fold);
+            if let Some(&last) = fold.last() {
+                self.space = last == ' ';
+                self.word = is_word_char(last);
+                return;
+            }
+        }
+    }
+
+    /// Step 3 and the ring update for one scanned block; then advances the positions.
+    fn finish_block<W: Walk>(
+        &mut self,
+        m: &PhraseMatcher,
+        aut: &W,
+        src: Src<'_>,
+        hits: &[(usize, u32)],
+        n_norm: usize,
+        chars: usize,
+    ) {
+        for &(k, sid) in hits {
+            self.collect(m, aut, src, k, sid);
+        }
+        // Ring: the original char of the last normalised bytes, walking back from the end.
+        let keep = n_norm.min(self.mask + 1);
+        if matches!(src, Src::Ascii { .. }) && n_norm == src.len() {
+            // Nothing collapsed: normalised byte j is original char j.
+            for j in n_norm - keep..n_norm {
+                self.hist_orig[(self.byte_pos + j) & self.mask] = self.char_pos + j;
+            }
+            self.byte_pos += n_norm;
+            self.char_pos += chars;
+            return;
+        }
+        let mut pos = self.byte_pos + n_norm;
+        let mut j = src.len();
+        let mut written = 0;
+        while written < keep {
+            j -= 1;
+            if src.counts(j) {
+                pos -= 1;
+                self.hist_orig[pos & self.mask] = src.orig(self.char_pos, j);
+                written += 1;
+            }
+        }
+        self.byte_pos += n_norm;
+        self.char_pos += chars;
+    }
+
+    /// Step 1 for a non-ASCII chunk: normalised bytes with markers, and their original chars.
+    /// Returns the number of original chars.
+    fn normalize_chunk(&mut self, m: &PhraseMatcher, text: &str) -> usize {
+        self.nbuf.clear();
+        self.norig.clear();
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut n = 0;
         for c in text.chars() {
             let orig = self.char_pos + n;
             n += 1;
             if c.is_ascii() {
-                self.push_collapsed(&[table[c as usize]], orig);
+                let n = m.fold[c as usize];
+                self.push_char(m, n as char, BYTE_WORD[n as usize], orig);
                 continue;
             }
-            if let Some(bytes) = m.normalizer.cached_utf8(c) {
-                self.push_collapsed(bytes, orig);
+            if let Some((chars, word)) = m.normalizer.cached_chars(c) {
+                for (k, &nc) in chars.iter().enumerate() {
+                    self.push_char(m, nc, word >> k & 1 != 0, orig);
+                }
                 continue;
             }
             scratch.clear();
             m.normalizer.fold_uncached(c, &mut scratch);
             for &nc in &scratch {
-                let mut buf = [0u8; 4];
-                self.push_collapsed(nc.encode_utf8(&mut buf).as_bytes(), orig);
+                self.push_char(m, nc, is_word_char(nc), orig);
             }
         }
         self.scratch = scratch;
         n
     }
 
-    /// Appends the normalised bytes of one original char, a space right after a space left out
-    /// (the bytes of a multi-byte char are never 0x20).
+    /// Appends one normalised char (`w`: a word char): left out when it is a space right after
+    /// a space, preceded by a marker when it starts a word.
     #[inline]
-    fn push_collapsed(&mut self, bytes: &[u8], orig: usize) {
-        for &b in bytes {
-            let sp = b == b' ';
-            if sp && self.space {
-                continue;
-            }
-            self.space = sp;
+    fn push_char(&mut self, m: &PhraseMatcher, c: char, w: bool, orig: usize) {
+        let sp = c == ' ';
+        if sp && self.space {
+            return;
+        }
+        self.space = sp;
+        if m.marks && w && !self.word {
+            self.nbuf.push(MARK);
+            self.norig.push(orig);
+        }
+        self.word = w;
+        let mut buf = [0u8; 4];
+        for &b in c.encode_utf8(&mut buf).as_bytes() {
             self.nbuf.push(b);
             self.norig.push(orig);
         }
     }
 
-    fn feed_with<A: Automaton>(&mut self, m: &PhraseMatcher, aut: &A, text: &str) {
-        let chars = self.normalize_chunk(m, text);
-        let nbuf = std::mem::take(&mut self.nbuf);
-        let norig = std::mem::take(&mut self.norig);
-        let mut hits = std::mem::take(&mut self.hits);
-        let chunk = Chunk {
-            base_byte: self.byte_pos,
-            base_char: self.char_pos,
-            bytes: &nbuf,
-            orig: &norig,
-        };
-        if !self.pending.is_empty() && !nbuf.is_empty() {
-            self.resolve_pending(char_is_word_at(&nbuf, 0));
-        }
-
-        // Step 2: the tight loop.
-        hits.clear();
-        let mut sid = self.state;
-        for (k, &b) in nbuf.iter().enumerate() {
-            sid = aut.next_state(Anchored::No, sid, b);
-            if aut.is_match(sid) {
-                hits.push((k, sid));
-            }
-        }
-        self.state = sid;
-
-        // Step 3: matches with offsets and word boundaries.
-        for &(k, sid) in &hits {
-            self.collect(m, aut, &chunk, k, sid);
-        }
-
-        // History for the next chunk; then advance.
-        let from = nbuf.len().saturating_sub(self.mask + 1);
-        for (k, &b) in nbuf.iter().enumerate().skip(from) {
-            let at = (chunk.base_byte + k) & self.mask;
-            self.hist_byte[at] = b;
-            self.hist_orig[at] = self.orig_at(&chunk, chunk.base_byte + k);
-        }
-        self.byte_pos += nbuf.len();
-        self.char_pos += chars;
-        self.nbuf = nbuf;
-        self.norig = norig;
-        self.hits = hits;
-    }
-
-    #[inline]
-    fn byte_at(&self, c: &Chunk<'_>, pos: usize) -> u8 {
-        if pos >= c.base_byte {
-            c.bytes[pos - c.base_byte]
-        } else {
-            self.hist_byte[pos & self.mask]
-        }
-    }
-
-    #[inline]
-    fn orig_at(&self, c: &Chunk<'_>, pos: usize) -> usize {
-        if pos < c.base_byte {
-            self.hist_orig[pos & self.mask]
-        } else if c.orig.is_empty() {
-            c.base_char + (pos - c.base_byte)
-        } else {
-            c.orig[pos - c.base_byte]
-        }
-    }
-
-    /// Whether the normalised char that ends just before byte `pos` is a word char.
-    fn word_before(&self, c: &Chunk<'_>, pos: usize) -> bool {
-        if pos == 0 {
-            return false;
-        }
-        let last = self.byte_at(c, pos - 1);
-        if last < 0x80 {
-            return ASCII_WORD[last as usize];
-        }
-        // Walk back to the lead byte (at most 4 bytes, all within the history).
-        let mut buf = [0u8; 4];
-        let mut n = 0;
-        while n < 4 && n < pos {
-            let b = self.byte_at(c, pos - 1 - n);
-            buf[3 - n] = b;
-            n += 1;
-            if b & 0xC0 != 0x80 {
-                break;
-            }
-        }
-        std::str::from_utf8(&buf[4 - n..])
-            .ok()
-            .and_then(|s| s.chars().next())
-            .is_some_and(is_word_char)
-    }
-
     #[cold]
-    fn collect<A: Automaton>(
-        &mut self,
-        m: &PhraseMatcher,
-        aut: &A,
-        c: &Chunk<'_>,
-        k: usize,
-        sid: StateID,
-    ) {
-        let end_pos = c.base_byte + k + 1;
-        let end = self.orig_at(c, end_pos - 1) + 1;
-        for i in 0..aut.match_len(sid) {
-            let pid = aut.match_pattern(sid, i).as_usize();
+    fn collect<W: Walk>(&mut self, m: &PhraseMatcher, aut: &W, src: Src<'_>, k: usize, sid: u32) {
+        let end = src.orig(self.char_pos, k) + 1;
+        let next_word = (k + 1 < src.len()).then(|| src.word_at(k + 1));
+        let mut pids = std::mem::take(&mut self.pids);
+        pids.clear();
+        aut.for_each_match(sid, |pid| pids.push(pid));
+        for &pid in &pids {
             let info = m.phrases[pid];
-            let start_pos = end_pos - info.len;
-            if info.need_start && self.word_before(c, start_pos) {
-                continue;
-            }
             let found = Match {
                 end,
-                start: self.orig_at(c, start_pos),
+                start: self.start_of(src, k, info.len),
                 phrase: pid,
             };
-            if !info.need_end {
-                self.ready.push(found);
-            } else if k + 1 == c.bytes.len() {
-                self.pending.push(found);
-            } else if !char_is_word_at(c.bytes, k + 1) {
-                self.ready.push(found);
+            match (info.need_end, next_word) {
+                (false, _) | (true, Some(false)) => self.ready.push(found),
+                (true, None) => self.pending.push(found),
+                (true, Some(true)) => {}
             }
         }
+        self.pids = pids;
+    }
+
+    /// The original char of the first of the `len` normalised bytes that end at position `k`.
+    fn start_of(&self, src: Src<'_>, k: usize, len: usize) -> usize {
+        let (mut j, mut count) = (k, 1);
+        while count < len {
+            if j == 0 {
+                return self.hist_orig[(self.byte_pos - (len - count)) & self.mask];
+            }
+            j -= 1;
+            count += usize::from(src.counts(j));
+        }
+        src.orig(self.char_pos, j)
     }
 
     fn resolve_pending(&mut self, next_is_word: bool) {
@@ -594,11 +933,12 @@ impl Cursor {
 
     fn pending_chars(&self, m: &PhraseMatcher) -> usize {
         let mut earliest = self.char_pos;
-        let depth = m
-            .depth
-            .get(&self.state)
-            .map_or(m.max_len, |&d| d as usize)
-            .min(self.byte_pos);
+        let depth = match &m.engine {
+            Engine::Dfa(a) => a.depth(self.state),
+            Engine::Nfa(a) => a.depth(self.state),
+        }
+        .min(m.max_len)
+        .min(self.byte_pos);
         if depth > 0 {
             earliest = earliest.min(self.hist_orig[(self.byte_pos - depth) & self.mask]);
         }
@@ -609,12 +949,12 @@ impl Cursor {
     }
 }
 
-/// Whether the normalised char starting at `bytes[k]` is a word char.
+/// Whether the normalised char starting at `bytes[k]` is a word char (a marker announces one).
 #[inline]
 fn char_is_word_at(bytes: &[u8], k: usize) -> bool {
     let b = bytes[k];
-    if b < 0x80 {
-        return ASCII_WORD[b as usize];
+    if b < 0x80 || b == MARK {
+        return BYTE_WORD[b as usize];
     }
     let n = match b {
         0xF0.. => 4,
@@ -626,6 +966,44 @@ fn char_is_word_at(bytes: &[u8], k: usize) -> bool {
         .and_then(|s| std::str::from_utf8(s).ok())
         .and_then(|s| s.chars().next())
         .is_some_and(is_word_char)
+}
+
+/// Blocks are at most this many bytes.
+const BLOCK: usize = 8 << 10;
+/// A run of this many ASCII bytes ends a stretch of text that goes through the buffer.
+const ASCII_RUN: usize = 32;
+
+/// The ASCII prefix of `s` (at most [`BLOCK`] bytes) and the rest.
+fn split_ascii(s: &str) -> (&str, &str) {
+    let b = s.as_bytes();
+    let n = b[..b.len().min(BLOCK)]
+        .iter()
+        .position(|&x| x >= 0x80)
+        .unwrap_or(b.len().min(BLOCK));
+    s.split_at(n)
+}
+
+/// The stretch of `s` up to the next run of [`ASCII_RUN`] ASCII bytes (at most about [`BLOCK`]
+/// bytes, cut at a char boundary) and the rest.
+fn split_other(s: &str) -> (&str, &str) {
+    let b = s.as_bytes();
+    let (mut run, mut end) = (0, b.len());
+    for (i, &x) in b.iter().enumerate() {
+        if x < 0x80 {
+            run += 1;
+            if run == ASCII_RUN {
+                end = i + 1 - ASCII_RUN;
+                break;
+            }
+        } else {
+            run = 0;
+            if i >= BLOCK && s.is_char_boundary(i) {
+                end = i;
+                break;
+            }
+        }
+    }
+    s.split_at(end)
 }
 
 /// One stream over a shared [`PhraseMatcher`].
@@ -828,6 +1206,72 @@ mod tests {
         s.feed("kill ").unwrap();
         s.feed(" \u{a0}\n").unwrap();
         assert_eq!(s.pending(), 8);
+    }
+
+    #[test]
+    fn long_texts_scanned_in_lanes_agree_with_one_stream() {
+        // find_all cuts texts of LANES * LANE_MIN_BYTES or more into lanes; a stream never does.
+        let phrases = [
+            "kill him", "ab", "b c", "é x", "bomb", "x", "a b c", "-b", "ill h", "cc",
+        ];
+        let ww = [
+            true, true, false, true, true, true, true, true, false, false,
+        ];
+        let m = Arc::new(PhraseMatcher::new(&phrases, WholeWord::PerPhrase(&ww), false).unwrap());
+        let pieces = [
+            "kill",
+            "him",
+            "ab",
+            "b",
+            "c",
+            "é",
+            "x",
+            "bomb",
+            "a",
+            "-",
+            "cc",
+            " ",
+            "  ",
+            "\n\t ",
+            "\u{a0}",
+            "\u{200b}",
+            "K\u{456}LL",
+            ", ",
+            "xyz",
+            "\u{3000}",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for round in 0..6 {
+            let mut text = String::new();
+            let target = LANES * LANE_MIN_BYTES + round * 7919;
+            while text.len() < target {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let piece = pieces[(seed % pieces.len() as u64) as usize];
+                // Mostly ASCII, with stretches of the non-ASCII pieces in some rounds.
+                if round % 2 == 0 && !piece.is_ascii() && seed % 7 != 0 {
+                    continue;
+                }
+                text.push_str(piece);
+            }
+            let whole = m.find_all(&text);
+            let mut s = m.stream();
+            let mut got = Vec::new();
+            let mut rest = text.as_str();
+            while !rest.is_empty() {
+                seed = seed.rotate_left(9) ^ 0x9e37_79b9_7f4a_7c15;
+                let mut cut = rest.len().min(1 + (seed as usize >> 3) % 5000);
+                while !rest.is_char_boundary(cut) {
+                    cut += 1;
+                }
+                got.extend(s.feed(&rest[..cut]).unwrap());
+                rest = &rest[cut..];
+            }
+            got.extend(s.finish().unwrap());
+            assert!(whole.len() > 1000, "round {round}: {}", whole.len());
+            assert_eq!(whole, got, "round {round}");
+        }
     }
 
     #[test]

@@ -75,7 +75,9 @@ struct Fold {
     /// `u8::MAX`: not cached (longer fold, or a surrogate); use the slow path.
     len: u8,
     chars: [char; FOLD_MAX],
-    /// The same chars as UTF-8, for callers that work on bytes (the matcher).
+    /// Bit `i`: `chars[i]` is a word char ([`is_word_char`]).
+    word: u8,
+    /// The same chars as UTF-8, for callers that work on bytes.
     utf8_len: u8,
     utf8: [u8; 4 * FOLD_MAX],
 }
@@ -164,6 +166,14 @@ impl Normalizer {
         }
     }
 
+    /// The fold of a non-ASCII `c` and which of its chars are word chars (bit `i` for char
+    /// `i`), when the page cache holds it (BMP code points whose fold is at most three chars:
+    /// all but a handful).
+    #[inline]
+    pub fn cached_chars(&self, c: char) -> Option<(&'static [char], u8)> {
+        self.cached(c).map(|f| (&f.chars[..f.len as usize], f.word))
+    }
+
     /// The fold of a non-ASCII `c` as UTF-8, when the page cache holds it (BMP code points
     /// whose fold is at most three chars: all but a handful).
     #[inline]
@@ -193,6 +203,7 @@ impl Normalizer {
             .map(|low| {
                 let mut f = Fold {
                     len: u8::MAX,
+                    word: 0,
                     chars: ['\0'; FOLD_MAX],
                     utf8_len: 0,
                     utf8: [0; 4 * FOLD_MAX],
@@ -212,6 +223,9 @@ impl Normalizer {
                             n += ch.encode_utf8(&mut f.utf8[n..]).len();
                         }
                         f.utf8_len = n as u8;
+                        for (k, ch) in tmp.iter().enumerate() {
+                            f.word |= u8::from(is_word_char(*ch)) << k;
+                        }
                     }
                 }
                 f
@@ -296,28 +310,54 @@ impl Normalizer {
 
     /// The canonical form of `text`.
     pub fn normalize(&self, text: &str) -> String {
-        let mut out = String::with_capacity(text.len());
         let table = self.ascii_table();
-        let mut scratch = Vec::new();
+        let bytes = text.as_bytes();
+        let mut out = Vec::with_capacity(text.len());
         let mut space = false;
-        for c in text.chars() {
-            if c.is_ascii() {
-                push_collapsed(&mut out, table[c as usize] as char, &mut space);
-            } else {
-                let folded = match self.cached(c) {
-                    Some(f) => &f.chars[..f.len as usize],
-                    None => {
-                        scratch.clear();
-                        self.fold_uncached(c, &mut scratch);
-                        &scratch[..]
-                    }
-                };
-                for &ch in folded {
-                    push_collapsed(&mut out, ch, &mut space);
+        let mut scratch = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            // A run of ASCII: one byte in, at most one byte out (fold, collapse).
+            let run = bytes[i..]
+                .iter()
+                .position(|&b| b >= 0x80)
+                .unwrap_or(bytes.len() - i);
+            let at = out.len();
+            out.resize(at + run, 0);
+            let mut w = at;
+            for &b in &bytes[i..i + run] {
+                // Branch-free: always write, advance unless this is a collapsed space.
+                let n = table[b as usize];
+                let sp = n == b' ';
+                out[w] = n;
+                w += usize::from(!(sp & space));
+                space = sp;
+            }
+            out.truncate(w);
+            i += run;
+            if i == bytes.len() {
+                break;
+            }
+            let c = text[i..].chars().next().unwrap_or_default();
+            i += c.len_utf8();
+            let folded = match self.cached(c) {
+                Some(f) => &f.chars[..f.len as usize],
+                None => {
+                    scratch.clear();
+                    self.fold_uncached(c, &mut scratch);
+                    &scratch[..]
                 }
+            };
+            for &ch in folded {
+                let sp = ch == ' ';
+                if !(sp && space) {
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                }
+                space = sp;
             }
         }
-        out
+        String::from_utf8(out).expect("folds are whole chars")
     }
 
     /// The canonical form and, for every char of it, the index (in chars) of the original
@@ -446,6 +486,11 @@ mod tests {
                 assert_eq!(a, b, "U+{:04X}", c as u32);
                 if let Some(bytes) = nz.cached_utf8(c) {
                     assert_eq!(bytes, b.iter().collect::<String>().as_bytes());
+                }
+                if let Some((chars, word)) = nz.cached_chars(c) {
+                    for (k, ch) in chars.iter().enumerate() {
+                        assert_eq!(word >> k & 1 != 0, is_word_char(*ch), "U+{:04X}", c as u32);
+                    }
                 }
             }
         }
