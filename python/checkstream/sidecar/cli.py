@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from checkstream.sidecar.config import SidecarConfigError, load_sidecar_config
+from checkstream.sidecar.serve import DEFAULT_PORT, DEFAULT_VLLM_URL
 
 
 def add_commands(subparsers: Any) -> None:
@@ -18,6 +19,34 @@ def add_commands(subparsers: Any) -> None:
     )
     validate.add_argument("path", help="sidecar-config.yaml")
     validate.set_defaults(func=_validate)
+    serve = sub.add_parser(
+        "serve",
+        help="serve the merged safe stream: the proxy in front of the co-located vLLM server",
+        description="Serve vLLM's OpenAI-compatible API through checkstream's streaming guard "
+        "(the proxy app): the reactive holdback, check interval, classifiers and policies come "
+        "from sidecar-config.yaml, so text vLLM has generated is redacted or stopped before the "
+        "client receives it. Point clients at this port instead of vLLM's.",
+    )
+    serve.add_argument("--config", "-c", required=True, help="sidecar-config.yaml")
+    serve.add_argument(
+        "--vllm-url", default=DEFAULT_VLLM_URL, help=f"vLLM's /v1 URL (default {DEFAULT_VLLM_URL})"
+    )
+    serve.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
+    serve.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"listen port (default {DEFAULT_PORT})"
+    )
+    serve.add_argument(
+        "--decision-log",
+        help="hash-chained decision log (checkstream audit verify); not the file the in-engine "
+        "processor writes: one writer per file",
+    )
+    serve.add_argument(
+        "--full-evidence", action="store_true", help="write raw text into decision records"
+    )
+    serve.add_argument(
+        "--check", action="store_true", help="validate the config and load the policies, then exit"
+    )
+    serve.set_defaults(func=_serve)
     sidecar.set_defaults(func=lambda args: _help(sidecar))
 
 
@@ -52,6 +81,59 @@ def _validate(args: argparse.Namespace) -> int:
         "tool_arguments": sorted(config.guardrails.tools.arguments),
     }
     print(json.dumps(summary))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from checkstream.policy import PolicyError
+    from checkstream.proxy.config import ConfigError
+    from checkstream.sidecar.serve import proxy_config
+
+    try:
+        sidecar = load_sidecar_config(args.config)
+        cfg = proxy_config(
+            sidecar,
+            vllm_url=args.vllm_url,
+            host=args.host,
+            port=args.port,
+            decision_log=args.decision_log,
+            full_evidence=args.full_evidence,
+            source=args.config,
+        )
+        logging.basicConfig(
+            level=cfg.telemetry.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        from checkstream.proxy.app import create_app
+
+        app = create_app(cfg)
+    except (SidecarConfigError, ConfigError, PolicyError, ValueError) as err:
+        print(f"checkstream sidecar serve: {err}", file=sys.stderr)
+        return 2
+    mid = cfg.guardrails.midstream
+    runtime = next(iter(app.extensions["checkstream"].runtimes.values()))
+    summary = {
+        "listen": f"{cfg.server.host}:{cfg.server.port}",
+        "vllm": cfg.backend.url,
+        "policy_version": runtime.store.current.version,
+        "holdback_size": mid.holdback_size if mid.enabled else None,
+        "check_interval": mid.check_interval,
+        "decision_log": str(cfg.telemetry.decision_log) if cfg.telemetry.decision_log else None,
+    }
+    print(json.dumps(summary), flush=True)
+    if args.check:
+        return 0
+    from checkstream.proxy.server import serve
+
+    serve(
+        app,
+        host=cfg.server.host,
+        port=cfg.server.port,
+        graceful_timeout=cfg.server.graceful_timeout,
+    )
     return 0
 
 

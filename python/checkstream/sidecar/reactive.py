@@ -4,8 +4,10 @@ Token masks cover the phrases a tokenizer can spell; patterns, PII, classifiers 
 outside the masker's caps are judged on text. Inside the sampler, the output is detokenised in
 chunks of ``check_interval`` tokens and fed to one :class:`~checkstream.engine.StreamGuard` per
 request. A rule that stops the stream makes the processor force the end-of-sequence token for
-that request (text already returned by vLLM cannot be taken back, which is why the masks come
-first); a rule with ``adapt_decoding`` switches the request to safe mode with the rule's values.
+that request (text already returned by vLLM cannot be taken back here: the masks come first, and
+``checkstream sidecar serve`` puts the same policies' StreamGuard between vLLM's server and the
+client, see :mod:`checkstream.sidecar.serve`); a rule with ``adapt_decoding`` switches the
+request to safe mode with the rule's values.
 The policy logic itself stays in :mod:`checkstream.engine`.
 """
 
