@@ -11,6 +11,7 @@ from checkstream.classifiers.registry import ClassifierRegistry
 from checkstream.classifiers.rules import PatternClassifier
 from checkstream.policy import PolicyError, load_policy_set
 from checkstream.policy.loader import load_policy_text
+from checkstream.policy.policyset import PatternLeaf
 
 
 def registry() -> ClassifierRegistry:
@@ -291,6 +292,79 @@ def test_valid_file_with_every_trigger_and_shorthand(tmp_path: Path) -> None:
             "roles",
             "roles only apply to the ingress phase",
         ),
+        (
+            """
+      - name: r1
+        trigger: {pattern: 'x+'}
+        actions: [stop]
+        timeout_ms: 0
+""",
+            "timeout_ms",
+            "r1",
+            "timeout_ms",
+            "greater than or equal to 0.1",
+        ),
+        (
+            """
+      - name: r1
+        trigger: {pattern: 'x+'}
+        timeout_ms: 5000
+        actions: [stop]
+""",
+            "timeout_ms",
+            "r1",
+            "timeout_ms",
+            "less than or equal to 1000",
+        ),
+        (
+            """
+      - name: r1
+        trigger: {pattern: 'x+'}
+        timeout_ms: true
+        actions: [stop]
+""",
+            "timeout_ms",
+            "r1",
+            "timeout_ms",
+            "not a boolean",
+        ),
+        (
+            """
+      - name: r1
+        trigger: {pattern: 'x+'}
+        actions: [stop]
+        fail_mode: maybe
+""",
+            "fail_mode",
+            "r1",
+            "fail_mode",
+            "'open' or 'closed'",
+        ),
+        (
+            """
+      - name: r1
+        trigger: {phrases: [x]}
+        fail_mode: open
+        actions: [log]
+""",
+            "fail_mode",
+            "r1",
+            "fail_mode",
+            "applies to pattern triggers and this rule has none",
+        ),
+        (
+            """
+      - name: r1
+        trigger:
+          classifier: {name: toxicity, label: toxic}
+        timeout_ms: 20
+        actions: [log]
+""",
+            "timeout_ms",
+            "r1",
+            "timeout_ms",
+            "applies to pattern triggers and this rule has none",
+        ),
     ],
 )
 def test_each_load_error_names_file_line_rule_field(
@@ -368,3 +442,52 @@ def test_priority_orders_rules_then_file_order() -> None:
     )
     assert [r.name for r in pset.rules] == ["high", "first", "second", "low"]
     assert len(pset.phrases) == 1  # one automaton entry, shared by four rules
+
+
+@pytest.mark.parametrize(
+    ("defaults", "field", "message"),
+    [
+        ("defaults: {timeout_ms: -1}", "defaults.timeout_ms", "greater than or equal to 0.1"),
+        ("defaults: {timeout_ms: soon}", "defaults.timeout_ms", "valid number"),
+        ("defaults: {fail_mode: shut}", "defaults.fail_mode", "'open' or 'closed'"),
+    ],
+)
+def test_scan_limit_defaults_are_validated(
+    tmp_path: Path, defaults: str, field: str, message: str
+) -> None:
+    text = f"name: t\nversion: '1'\n{defaults}\n" + "rules:\n  - name: r\n"
+    text += "    trigger: {pattern: 'x+'}\n    actions: [log]\n"
+    err = load_error(tmp_path, text)
+    assert (err.line, err.rule, err.field) == (3, None, field), str(err)
+    assert message in err.message
+
+
+def test_pattern_scan_limits_reach_the_compiled_leaves() -> None:
+    pset = load_policy_text(
+        """
+name: t
+version: "1"
+defaults: {timeout_ms: 2.5, fail_mode: open}
+rules:
+  - {name: inherits, trigger: {pattern: 'a+'}, actions: [log]}
+  - name: own
+    timeout_ms: 40
+    fail_mode: closed
+    trigger:
+      all:
+        - pattern: 'b+'
+        - not: {pattern: 'c+'}
+    actions: [log]
+"""
+    )
+    leaves = {leaf.source: leaf for leaf in pset.leaves if isinstance(leaf, PatternLeaf)}
+    a, b, c = leaves["a+"], leaves["b+"], leaves["c+"]
+    assert (a.timeout_s, a.fail_mode, a.match_on_timeout) == (0.0025, "open", False)
+    assert (b.timeout_s, b.fail_mode, b.match_on_timeout) == (0.04, "closed", True)
+    # Under `not`, counting as a match makes the rule *not* fire: closed means no match there.
+    assert (c.timeout_s, c.fail_mode, c.match_on_timeout) == (0.04, "closed", False)
+    assert (b.rule, b.policy) == ("own", "t")
+    plain = load_policy_text(HEAD + "  - {name: r, trigger: {pattern: 'x+'}, actions: [log]}\n")
+    (leaf,) = plain.leaves
+    assert isinstance(leaf, PatternLeaf)
+    assert (leaf.timeout_s, leaf.fail_mode) == (0.005, "closed")  # 5 ms, fail closed

@@ -22,6 +22,7 @@ class LeafEvent:
     score: float | None = None
     detail: str = ""
     placeholder: str | None = None  # PII: the entity's placeholder, e.g. "[EMAIL]"
+    timed_out: bool = False  # a pattern scan ran out of time; the span is what it left unjudged
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,7 @@ class Firing:
     score: float | None
     detail: str
     placeholder: str | None = None
+    timed_out: bool = False
 
     def hit(self, phase: str, message_index: int | None = None) -> RuleHit:
         rule = self.rule
@@ -52,6 +54,7 @@ class Firing:
             message_index=message_index,
             category=audit.category if isinstance(audit, AuditAction) else None,
             severity=audit.severity if isinstance(audit, AuditAction) else None,
+            timed_out=self.timed_out,
         )
 
     def replacement(self) -> str:
@@ -81,7 +84,13 @@ def fire_on_events(
             if holds(rule.trigger, fired_leaves, ctx):
                 out.append(
                     Firing(
-                        rule, event.start, event.end, event.score, event.detail, event.placeholder
+                        rule,
+                        event.start,
+                        event.end,
+                        event.score,
+                        event.detail,
+                        event.placeholder,
+                        event.timed_out,
                     )
                 )
     return out

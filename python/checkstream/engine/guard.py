@@ -34,6 +34,7 @@ from checkstream.engine.types import (
     Phase,
     RequestContext,
     RuleHit,
+    ScanTimeout,
 )
 from checkstream.policy.loader import RegistryLike, shipped_registry
 from checkstream.policy.models import (
@@ -47,6 +48,8 @@ from checkstream.policy.notify import Notifier, default_notifier
 from checkstream.policy.policyset import PhasePlan, PolicySet, holds
 
 log = logging.getLogger("checkstream.engine")
+# What scanning one text gives: leaf events, classifier records and pattern scans that timed out.
+_Scanned = tuple[list[LeafEvent], list[CheckRecord], list[ScanTimeout]]
 _LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
@@ -83,30 +86,31 @@ class Guard:
 
     def ingress(self, messages: Sequence[ChatMessage], ctx: RequestContext) -> IngressResult:
         began = time.perf_counter()
-        per_message = []
-        for index, message in enumerate(messages):
-            events, checks = self._scan_sync("ingress", message.content, index, message.role)
-            per_message.append((events, checks))
+        per_message = [
+            self._scan_sync("ingress", message.content, index, message.role)
+            for index, message in enumerate(messages)
+        ]
         return self._ingress_result(messages, ctx, per_message, began)
 
     async def aingress(self, messages: Sequence[ChatMessage], ctx: RequestContext) -> IngressResult:
         """``ingress`` with classifiers through their async micro-batchers."""
         began = time.perf_counter()
-        per_message = []
-        for index, message in enumerate(messages):
-            events, checks = await self._scan_async("ingress", message.content, index, message.role)
-            per_message.append((events, checks))
+        per_message = [
+            await self._scan_async("ingress", message.content, index, message.role)
+            for index, message in enumerate(messages)
+        ]
         return self._ingress_result(messages, ctx, per_message, began)
 
     def _ingress_result(
         self,
         messages: Sequence[ChatMessage],
         ctx: RequestContext,
-        scanned: list[tuple[list[LeafEvent], list[CheckRecord]]],
+        scanned: list[_Scanned],
         began: float,
     ) -> IngressResult:
         hits: list[RuleHit] = []
         checks: list[CheckRecord] = []
+        timeouts: list[ScanTimeout] = []
         out_messages: list[ChatMessage] = []
         additions: list[str] = []
         all_firings: list[Firing] = []
@@ -114,12 +118,15 @@ class Guard:
         plan = self.policy_set.plan("ingress")
         context_only = {id(r) for r in plan.context_rules}
         context_fired: set[int] = set()
-        for index, (message, (events, found_checks)) in enumerate(
+        for index, (message, (events, found_checks, found_timeouts)) in enumerate(
             zip(messages, scanned, strict=True)
         ):
             checks.extend(found_checks)
+            timeouts.extend(found_timeouts)
             firings = []
-            for firing in order_firings(_fire_whole(plan, events, ctx, message.role)):
+            for firing in order_firings(
+                _fire_whole(plan, events, ctx, message.role, found_timeouts)
+            ):
                 rule_id = id(firing.rule)
                 if rule_id in context_only:
                     # A rule on the request alone fires once per request, not once per message.
@@ -154,10 +161,20 @@ class Guard:
             action = stop.rule.action("stop")
             assert isinstance(action, StopAction)
             return IngressResult(
-                "block", list(messages), [], action.message, action.status, hits, checks, latency
+                "block",
+                list(messages),
+                [],
+                action.message,
+                action.status,
+                hits,
+                checks,
+                latency,
+                timeouts,
             )
         verdict: Literal["pass", "modify"] = "modify" if modified or additions else "pass"
-        return IngressResult(verdict, out_messages, additions, None, 200, hits, checks, latency)
+        return IngressResult(
+            verdict, out_messages, additions, None, 200, hits, checks, latency, timeouts
+        )
 
     # ---- midstream
 
@@ -193,7 +210,12 @@ class Guard:
         first = sg.feed(text)
         last = sg.finish()
         return OutputResult(
-            first.text + last.text, sg.stopped, sg.stop_message, list(sg.hits), list(sg.checks)
+            first.text + last.text,
+            sg.stopped,
+            sg.stop_message,
+            list(sg.hits),
+            list(sg.checks),
+            list(sg.timeouts),
         )
 
     async def acheck_output(self, text: str, ctx: RequestContext) -> OutputResult:
@@ -201,25 +223,30 @@ class Guard:
         first = await sg.afeed(text)
         last = await sg.afinish()
         return OutputResult(
-            first.text + last.text, sg.stopped, sg.stop_message, list(sg.hits), list(sg.checks)
+            first.text + last.text,
+            sg.stopped,
+            sg.stop_message,
+            list(sg.hits),
+            list(sg.checks),
+            list(sg.timeouts),
         )
 
     # ---- egress
 
     def egress(self, full_text: str, ctx: RequestContext) -> EgressResult:
         began = time.perf_counter()
-        events, checks = self._scan_sync("egress", full_text, None, None)
-        return self._egress_result(events, checks, ctx, began)
+        return self._egress_result(self._scan_sync("egress", full_text, None, None), ctx, began)
 
     async def aegress(self, full_text: str, ctx: RequestContext) -> EgressResult:
         began = time.perf_counter()
-        events, checks = await self._scan_async("egress", full_text, None, None)
-        return self._egress_result(events, checks, ctx, began)
+        scanned = await self._scan_async("egress", full_text, None, None)
+        return self._egress_result(scanned, ctx, began)
 
-    def _egress_result(
-        self, events: list[LeafEvent], checks: list[CheckRecord], ctx: RequestContext, began: float
-    ) -> EgressResult:
-        firings = order_firings(_fire_whole(self.policy_set.plan("egress"), events, ctx))
+    def _egress_result(self, scanned: _Scanned, ctx: RequestContext, began: float) -> EgressResult:
+        events, checks, timeouts = scanned
+        firings = order_firings(
+            _fire_whole(self.policy_set.plan("egress"), events, ctx, None, timeouts)
+        )
         hits = [f.hit("egress") for f in firings]
         prepend: list[str] = []
         append: list[str] = []
@@ -237,15 +264,14 @@ class Guard:
             hits,
             checks,
             (time.perf_counter() - began) * 1000,
+            timeouts,
         )
 
     # ---- shared
 
-    def _scan_sync(
-        self, phase: Phase, text: str, index: int | None, role: str | None
-    ) -> tuple[list[LeafEvent], list[CheckRecord]]:
+    def _scan_sync(self, phase: Phase, text: str, index: int | None, role: str | None) -> _Scanned:
         plan = self.policy_set.plan(phase)
-        events = content_events(self.policy_set, plan, text)
+        events, timeouts = content_events(self.policy_set, plan, text, phase, index)
         groups = group_by_classifier(plan.classifiers)
         checks: list[CheckRecord] = []
         if groups and text:
@@ -261,13 +287,13 @@ class Guard:
                 )
                 checks.extend(found_checks)
                 events.extend(found)
-        return events, checks
+        return events, checks, timeouts
 
     async def _scan_async(
         self, phase: Phase, text: str, index: int | None, role: str | None
-    ) -> tuple[list[LeafEvent], list[CheckRecord]]:
+    ) -> _Scanned:
         plan = self.policy_set.plan(phase)
-        events = content_events(self.policy_set, plan, text)
+        events, timeouts = content_events(self.policy_set, plan, text, phase, index)
         groups = group_by_classifier(plan.classifiers)
         checks: list[CheckRecord] = []
         if groups and text:
@@ -288,7 +314,7 @@ class Guard:
             for found_checks, found in results:
                 checks.extend(found_checks)
                 events.extend(found)
-        return events, checks
+        return events, checks, timeouts
 
     def side_effects(
         self, firings: Sequence[Firing], hits: Sequence[RuleHit], ctx: RequestContext
@@ -316,7 +342,11 @@ class Guard:
 
 
 def _fire_whole(
-    plan: PhasePlan, events: Sequence[LeafEvent], ctx: RequestContext, roles_of: str | None = None
+    plan: PhasePlan,
+    events: Sequence[LeafEvent],
+    ctx: RequestContext,
+    roles_of: str | None = None,
+    timeouts: Sequence[ScanTimeout] = (),
 ) -> list[Firing]:
     """Rules over a whole text: each true rule fires once per span of its positive leaves.
 
@@ -342,7 +372,8 @@ def _fire_whole(
         )
         if not spans:
             why = "context matched" if not rule.positive else "judged on the whole text"
-            out.append(Firing(rule, None, None, None, why))
+            ran_out = any(t.rule == rule.name and t.policy == rule.policy for t in timeouts)
+            out.append(Firing(rule, None, None, None, why, timed_out=ran_out))
         for e in spans:
-            out.append(Firing(rule, e.start, e.end, e.score, e.detail, e.placeholder))
+            out.append(Firing(rule, e.start, e.end, e.score, e.detail, e.placeholder, e.timed_out))
     return out

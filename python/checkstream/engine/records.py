@@ -20,6 +20,7 @@ from checkstream.engine.types import (
     OutputResult,
     RequestContext,
     RuleHit,
+    ScanTimeout,
 )
 
 SCHEMA = "checkstream.decision/1"
@@ -49,19 +50,23 @@ def build_record(
     """
     rules: list[dict[str, Any]] = []
     scores: list[dict[str, Any]] = []
+    timeouts: list[dict[str, Any]] = []
     if ingress is not None:
         rules += [_hit(h, None) for h in ingress.hits]
         scores += [_check(c, None) for c in ingress.checks]
+        timeouts += [_timeout(t, None) for t in ingress.timeouts]
     coverage_streams: list[dict[str, Any]] = []
     stopped = False
     for index, stream in enumerate(streams):
         rules += [_hit(h, index) for h in stream.hits]
         scores += [_check(c, index) for c in stream.checks]
+        timeouts += [_timeout(t, index) for t in stream.timeouts]
         stopped = stopped or stream.stopped
         entry: dict[str, Any] = {
             "index": index,
             "stopped": stream.stopped,
             "classifier_checks": len(stream.checks),
+            "pattern_timeouts": len(stream.timeouts),
         }
         if isinstance(stream, StreamGuard):
             policy_version = policy_version or stream.policy_version
@@ -76,6 +81,7 @@ def build_record(
     if egress is not None:
         rules += [_hit(h, None) for h in egress.hits]
         scores += [_check(c, None) for c in egress.checks]
+        timeouts += [_timeout(t, None) for t in egress.timeouts]
     enforced = [r for r in rules if r["mode"] == "enforce"]
     if ingress is not None and ingress.action == "block":
         decision = "block"
@@ -111,6 +117,8 @@ def build_record(
             "egress_checks": len(egress.checks) if egress is not None else 0,
             "classifier_timeouts": sum(1 for s in scores if s["timed_out"]),
             "classifier_failures": sum(1 for s in scores if s["failed"]),
+            # Pattern scans that ran out of time: what each left unjudged and how it resolved.
+            "pattern_timeouts": timeouts,
         },
         "full_evidence": full_evidence,
     }
@@ -123,6 +131,12 @@ def build_record(
 def _hit(hit: RuleHit, stream: int | None) -> dict[str, Any]:
     out = asdict(hit)
     out["actions"] = list(hit.actions)
+    out["stream"] = stream
+    return out
+
+
+def _timeout(timeout: ScanTimeout, stream: int | None) -> dict[str, Any]:
+    out = asdict(timeout)
     out["stream"] = stream
     return out
 

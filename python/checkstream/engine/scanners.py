@@ -4,13 +4,22 @@ The stream scanners never rescan judged text: each keeps ``scan_from``, the earl
 which a match could still begin or grow, and reports it so the holdback buffer keeps everything
 from there on unreleased. Total work per stream is linear in its length (plus at most
 ``max_length`` characters re-read while a partial match is pending).
+
+Every regex call runs under the pattern's ``timeout_s`` (the ``regex`` module's ``timeout=``,
+one :class:`ScanBudget` per scan however many calls the scan makes), so a catastrophically
+backtracking user pattern cannot stall a stream or the event loop. A scan that runs out of
+time stops there: the text it left unjudged resolves by the rule's fail mode (a ``timed_out``
+event over that text when it counts as a match) and is recorded as a :class:`ScanTimeout`,
+never dropped.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Sequence
 
 from checkstream.engine.events import LeafEvent
+from checkstream.engine.types import ScanTimeout
 from checkstream.policy.policyset import PatternLeaf, PhasePlan, PiiLeaf, PolicySet
 
 # Characters of already-judged text kept in front of ``scan_from`` so that look-behinds and word
@@ -44,12 +53,129 @@ def phrase_events_from_matches(
     return out
 
 
+# A pattern's timeout is per this many characters scanned (at least one such window per scan):
+# a midstream step reads a few dozen characters, but a prompt or a non-streamed answer is read
+# in one scan, and a legitimate pattern's cost grows with the text. Linear in the text, the
+# limit still cuts off the exponential cost of catastrophic backtracking.
+SCAN_WINDOW = 2048
+# After a regex timeout that this thread's own clock does not confirm, a scan resumes at most
+# this many times; the next call's regex timeout is scaled by how much faster the process's CPU
+# clock ran than this thread's (with a margin), at most by MAX_SCALE.
+MAX_RETRIES = 3
+MAX_SCALE = 16.0
+_CONFIRM = 0.9  # a call that got this share of what it was given really ran out of time
+
+
+class ScanBudget:
+    """The CPU time one pattern scan may use, counted on the scanning thread's own clock.
+
+    The ``regex`` module times a call out on the *process's* CPU clock, which every other thread
+    advances too: an ONNX classifier working beside the event loop would make a cheap scan of a
+    legitimate pattern "time out", and a closed fail mode would then stop a benign stream. So a
+    regex timeout counts only when this thread itself used (nearly) the time the call was
+    given. Otherwise the scan resumes where it had got to, with the regex timeout scaled up
+    by the clocks' ratio; the attempt cut short is not charged. A scan therefore uses at most
+    ``limit`` of this thread's CPU, plus what ``MAX_RETRIES`` resumed calls can overrun when
+    the other threads fall idle during one.
+    """
+
+    __slots__ = (
+        "_given",
+        "_process",
+        "_spent",
+        "_thread",
+        "began",
+        "limit",
+        "retries",
+        "scale",
+        "waived",
+    )
+
+    def __init__(self, seconds: float, chars: int = 0) -> None:
+        """``seconds`` per ``SCAN_WINDOW`` characters of the ``chars`` the scan reads."""
+        self.limit = seconds * max(1, -(-chars // SCAN_WINDOW))
+        self.began = time.thread_time()
+        self.retries = 0
+        self.scale = 1.0
+        self.waived = 0.0  # thread time of calls cut short by other threads' CPU use
+        self._given = self._thread = self._process = 0.0
+        self._spent = False
+
+    def timeout(self) -> float:
+        """The ``timeout=`` for the next regex call (raises TimeoutError if none is left)."""
+        now = time.thread_time()
+        left = self.limit - (now - self.began - self.waived)
+        if left <= 0:
+            self._spent = True
+            raise TimeoutError("pattern scan budget spent")
+        self._given, self._thread, self._process = left, now, time.process_time()
+        return left * self.scale
+
+    def out_of_time(self) -> bool:
+        """After a regex ``TimeoutError``: whether the scan is out of time (else: resume)."""
+        used = time.thread_time() - self._thread
+        if self._spent or used >= _CONFIRM * self._given or self.retries >= MAX_RETRIES:
+            return True
+        ran = time.process_time() - self._process
+        self.retries += 1
+        self.waived += used
+        self.scale = min(MAX_SCALE, max(2.0 * self.scale, 1.25 * ran / max(used, 1e-6)))
+        return False
+
+
+def timed_out(
+    leaf: PatternLeaf,
+    budget: ScanBudget,
+    phase: str,
+    start: int,
+    end: int,
+    message_index: int | None = None,
+) -> tuple[list[LeafEvent], ScanTimeout]:
+    """A scan of ``leaf`` that ran out of ``budget`` with ``[start, end)`` unjudged: the event
+    it resolves to (none when it counts as no match) and its record."""
+    ms = round(budget.limit * 1000, 3)
+    record = ScanTimeout(
+        leaf.rule,
+        leaf.policy,
+        phase,
+        leaf.source,
+        start,
+        end,
+        ms,
+        "fail_closed" if leaf.fail_mode == "closed" else "fail_open",
+        message_index,
+    )
+    if not leaf.match_on_timeout:
+        return [], record
+    detail = f"pattern /{leaf.source}/ timed out after {ms:g} ms; fail mode {leaf.fail_mode}"
+    return [LeafEvent(leaf.id, start, end, None, detail, timed_out=True)], record
+
+
+def scan_pattern(
+    leaf: PatternLeaf, text: str, phase: str, message_index: int | None = None
+) -> tuple[list[LeafEvent], ScanTimeout | None]:
+    """One whole-text scan of ``leaf``: its events, and its timeout record if it ran out of time."""
+    out: list[LeafEvent] = []
+    judged = 0  # no match can start before this (finditer does not look back)
+    budget = ScanBudget(leaf.timeout_s, len(text))
+    while True:
+        try:
+            for m in leaf.compiled.finditer(text, judged, timeout=budget.timeout()):
+                if m.end() > m.start():
+                    detail = f"pattern /{leaf.source}/"
+                    out.append(LeafEvent(leaf.id, m.start(), m.end(), None, detail))
+                judged = m.end()
+            return out, None
+        except TimeoutError:
+            if budget.out_of_time():
+                events, record = timed_out(leaf, budget, phase, judged, len(text), message_index)
+                return out + events, record
+
+
 def pattern_events(leaf: PatternLeaf, text: str) -> list[LeafEvent]:
-    return [
-        LeafEvent(leaf.id, m.start(), m.end(), None, f"pattern /{leaf.source}/")
-        for m in leaf.compiled.finditer(text)
-        if m.end() > m.start()
-    ]
+    """``scan_pattern``'s events (a timeout shows only as a ``timed_out`` event, if it resolves
+    to one); the engine uses ``scan_pattern`` so that every timeout is recorded."""
+    return scan_pattern(leaf, text, "ingress")[0]
 
 
 def pii_events(leaves: Sequence[PiiLeaf], text: str) -> list[LeafEvent]:
@@ -75,50 +201,82 @@ def pii_events(leaves: Sequence[PiiLeaf], text: str) -> list[LeafEvent]:
     return out
 
 
-def content_events(pset: PolicySet, plan: PhasePlan, text: str) -> list[LeafEvent]:
-    """Every deterministic (phrase, pattern, PII) leaf event of one phase in ``text``."""
+def content_events(
+    pset: PolicySet, plan: PhasePlan, text: str, phase: str, message_index: int | None = None
+) -> tuple[list[LeafEvent], list[ScanTimeout]]:
+    """Every deterministic (phrase, pattern, PII) leaf event of one phase in ``text``, and the
+    pattern scans that ran out of time."""
     events = phrase_events(pset, text, plan.phrase_ids)
+    timeouts: list[ScanTimeout] = []
     for leaf in plan.patterns:
-        events.extend(pattern_events(leaf, text))
+        found, timeout = scan_pattern(leaf, text, phase, message_index)
+        events.extend(found)
+        if timeout is not None:
+            timeouts.append(timeout)
     events.extend(pii_events(plan.pii, text))
-    return events
+    return events, timeouts
 
 
 class PatternStream:
     """One regex over a stream, using ``partial=True`` to hold what could still become a match."""
 
-    def __init__(self, leaf: PatternLeaf) -> None:
+    def __init__(self, leaf: PatternLeaf, phase: str = "midstream") -> None:
         self.leaf = leaf
+        self.phase = phase
         self.scan_from = 0
+        self.timeout: ScanTimeout | None = None  # set by a step that ran out of time
 
     def step(self, text: str, text_start: int, final: bool) -> list[LeafEvent]:
-        """Scan ``text`` (which begins at absolute ``text_start``) from ``scan_from``."""
+        """Scan ``text`` (which begins at absolute ``text_start``) from ``scan_from``.
+
+        One budget (``timeout_s`` per ``SCAN_WINDOW`` characters read) covers the whole step.
+        When it runs out, the text from where
+        the scan had got to is judged by the fail mode (``timeout`` says so) and the scan goes
+        on after it next time.
+        """
         leaf = self.leaf
         end = text_start + len(text)
         out: list[LeafEvent] = []
+        self.timeout = None
         pos = self.scan_from - text_start
+        judged = pos  # relative offset no match can start before any more
+        budget = ScanBudget(leaf.timeout_s, len(text) - pos)
         while True:
             resume: int | None = None
-            for m in leaf.compiled.finditer(text, pos, partial=not final):
-                start_abs = text_start + m.start()
-                pending = m.partial or (not final and m.end() == len(text))
-                if pending and end - start_abs <= leaf.max_length:
-                    self.scan_from = start_abs
-                    return out
-                if m.end() > m.start() and not m.partial:
-                    out.append(
-                        LeafEvent(
-                            leaf.id,
-                            start_abs,
-                            text_start + m.end(),
-                            None,
-                            f"pattern /{leaf.source}/",
+            try:
+                for m in leaf.compiled.finditer(
+                    text, pos, partial=not final, timeout=budget.timeout()
+                ):
+                    start_abs = text_start + m.start()
+                    pending = m.partial or (not final and m.end() == len(text))
+                    if pending and end - start_abs <= leaf.max_length:
+                        self.scan_from = start_abs
+                        return out
+                    if m.end() > m.start() and not m.partial:
+                        out.append(
+                            LeafEvent(
+                                leaf.id,
+                                start_abs,
+                                text_start + m.end(),
+                                None,
+                                f"pattern /{leaf.source}/",
+                            )
                         )
-                    )
-                elif pending:
-                    # Longer than max_length and still partial: give up on this start position.
-                    resume = m.start() + 1
+                        judged = m.end()
+                    elif pending:
+                        # Longer than max_length and still partial: give up on this start.
+                        resume = judged = m.start() + 1
+                        break
+                    else:
+                        judged = m.end()
+            except TimeoutError:
+                if budget.out_of_time():
+                    start = min(text_start + judged, end)
+                    events, self.timeout = timed_out(leaf, budget, self.phase, start, end)
+                    out += events
                     break
+                pos = judged  # not this thread's time that ran out: go on from here
+                continue
             if resume is None or resume > len(text):
                 break
             pos = resume

@@ -52,6 +52,7 @@ from checkstream.engine.types import (
     DecodingParams,
     RequestContext,
     RuleHit,
+    ScanTimeout,
     StreamStep,
 )
 from checkstream.policy.models import AdaptDecodingAction, Phase
@@ -156,9 +157,11 @@ class StreamGuard:
         self.decoding: DecodingParams | None = None
         self.hits: list[RuleHit] = []  # everything this stream decided, for the decision record
         self.checks: list[CheckRecord] = []
+        self.timeouts: list[ScanTimeout] = []  # pattern scans that ran out of time
         self.released_chars = 0
         self.tokens = 0
         self._step_checks: list[CheckRecord] = []
+        self._step_timeouts: list[ScanTimeout] = []
         self._redacted: list[tuple[int, int]] = []  # spans redacted and not yet released
 
     # ---- public API
@@ -251,6 +254,9 @@ class StreamGuard:
         for scanner in self._patterns:
             events += scanner.step(text, origin, final=final)
             judged = min(judged, scanner.scan_from)
+            if scanner.timeout is not None:
+                self.timeouts.append(scanner.timeout)
+                self._step_timeouts.append(scanner.timeout)
         if self._pii is not None:
             events += self._pii.step(text, origin, final=final)
             judged = min(judged, self._pii.scan_from)
@@ -361,6 +367,9 @@ class StreamGuard:
         step_checks = self._step_checks
         if step_checks:
             self._step_checks = []
+        step_timeouts = self._step_timeouts
+        if step_timeouts:
+            self._step_timeouts = []
         firings: list[Firing] = []
         if not self._started:
             self._started = True
@@ -380,7 +389,19 @@ class StreamGuard:
                     and not any(f.rule is rule for f in firings)
                     and holds(rule.trigger, self._fired_leaves, self.ctx)
                 ):
-                    firings.append(Firing(rule, None, None, None, "judged at end of text"))
+                    firings.append(
+                        Firing(
+                            rule,
+                            None,
+                            None,
+                            None,
+                            "judged at end of text",
+                            timed_out=any(
+                                t.rule == rule.name and t.policy == rule.policy
+                                for t in self.timeouts
+                            ),
+                        )
+                    )
         hits = self._act(order_firings(firings)) if firings else []
         text = released
         if not self.stopped:
@@ -400,7 +421,13 @@ class StreamGuard:
                 text += buffer.release()
         self.released_chars += len(text)
         return StreamStep(
-            text, self.stopped, self.stop_message, hits, step_checks or [], self.decoding
+            text,
+            self.stopped,
+            self.stop_message,
+            hits,
+            step_checks or [],
+            self.decoding,
+            step_timeouts or [],
         )
 
     def _act(self, firings: list[Firing]) -> list[RuleHit]:

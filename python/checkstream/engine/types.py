@@ -47,6 +47,7 @@ class RuleHit:
     message_index: int | None = None  # ingress: the message the span is in
     category: str | None = None  # from the rule's `audit` action, if any
     severity: str | None = None
+    timed_out: bool = False  # fired by a pattern scan that ran out of time (fail mode closed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,25 @@ class CheckRecord:
     resolution: Literal["scored", "fail_open", "fail_closed"] = "scored"
     message_index: int | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScanTimeout:
+    """A pattern scan that ran out of time: the text it left unjudged and how that resolved.
+
+    ``fail_closed``: the rule was taken to match ``[start, end)`` (its hit says ``timed_out``);
+    ``fail_open``: it was taken not to. Recorded either way, so nothing fails open silently.
+    """
+
+    rule: str
+    policy: str
+    phase: str
+    pattern: str
+    start: int
+    end: int
+    timeout_ms: float  # the scan's limit: the rule's timeout_ms per 2048 characters read
+    resolution: Literal["fail_open", "fail_closed"]
+    message_index: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +111,7 @@ class IngressResult:
     hits: list[RuleHit]
     checks: list[CheckRecord] = field(default_factory=list)
     latency_ms: float = 0.0
+    timeouts: list[ScanTimeout] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +122,7 @@ class StreamStep:
     hits: list[RuleHit]
     checks: list[CheckRecord] = field(default_factory=list)
     decoding: DecodingParams | None = None  # set when a rule asked for tighter sampling
+    timeouts: list[ScanTimeout] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +132,7 @@ class EgressResult:
     hits: list[RuleHit]
     checks: list[CheckRecord] = field(default_factory=list)
     latency_ms: float = 0.0
+    timeouts: list[ScanTimeout] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,3 +142,4 @@ class OutputResult:
     stop_message: str | None
     hits: list[RuleHit]
     checks: list[CheckRecord] = field(default_factory=list)
+    timeouts: list[ScanTimeout] = field(default_factory=list)

@@ -19,7 +19,15 @@ import regex
 from pydantic import ValidationError
 
 from checkstream.policy.errors import PolicyError
-from checkstream.policy.models import ACTION_PHASES, PHASES, Phase, PolicyFile, Rule, Trigger
+from checkstream.policy.models import (
+    ACTION_PHASES,
+    PHASES,
+    FailMode,
+    Phase,
+    PolicyFile,
+    Rule,
+    Trigger,
+)
 from checkstream.policy.policyset import (
     AllNode,
     AnyNode,
@@ -33,6 +41,7 @@ from checkstream.policy.policyset import (
     PhraseLeaf,
     PiiLeaf,
     PolicySet,
+    leaves_of,
 )
 from checkstream.policy.yamlsource import LineMap, load_yaml
 
@@ -124,6 +133,16 @@ class _FileState:
     data: Any
 
 
+@dataclass(frozen=True)
+class _PatternScope:
+    """What the rule being compiled gives its pattern leaves: names and the scan limits."""
+
+    rule: str
+    policy: str
+    timeout_s: float
+    fail_mode: FailMode
+
+
 @dataclass
 class _Builder:
     registry: RegistryLike | None
@@ -209,9 +228,27 @@ class _Builder:
             raise self._err(
                 state, (*where, "roles"), rule.name, "roles only apply to the ingress phase"
             )
-        trigger = self._compile(
-            state, rule.name, rule.trigger, (*where, "trigger"), base_dir, resolved
+        scope = _PatternScope(
+            rule.name,
+            policy.name,
+            (rule.timeout_ms or policy.defaults.timeout_ms) / 1000,
+            rule.fail_mode or policy.defaults.fail_mode,
         )
+        trigger = self._compile(
+            state, rule.name, rule.trigger, (*where, "trigger"), base_dir, resolved, scope
+        )
+        if not any(isinstance(leaf, PatternLeaf) for leaf in leaves_of(trigger)):
+            # A limit on nothing is a misunderstanding (classifiers declare their own timeout
+            # and fail mode in the registry); say so rather than ignore it.
+            for name in ("timeout_ms", "fail_mode"):
+                if getattr(rule, name) is not None:
+                    raise self._err(
+                        state,
+                        (*where, name),
+                        rule.name,
+                        f"{name} applies to pattern triggers and this rule has none "
+                        "(classifiers declare their own timeout and fail mode)",
+                    )
         self.rules.append(
             CompiledRule(
                 name=rule.name,
@@ -274,25 +311,29 @@ class _Builder:
         path: tuple[str | int, ...],
         base_dir: Path,
         resolved: dict[str, list[str]],
+        scope: _PatternScope,
+        negated: bool = False,
     ) -> Node:
         kind = trig.kind
         here = (*path, kind)
         if trig.all_ is not None:
             return AllNode(
                 tuple(
-                    self._compile(state, rule, t, (*here, i), base_dir, resolved)
+                    self._compile(state, rule, t, (*here, i), base_dir, resolved, scope, negated)
                     for i, t in enumerate(trig.all_)
                 )
             )
         if trig.any_ is not None:
             return AnyNode(
                 tuple(
-                    self._compile(state, rule, t, (*here, i), base_dir, resolved)
+                    self._compile(state, rule, t, (*here, i), base_dir, resolved, scope, negated)
                     for i, t in enumerate(trig.any_)
                 )
             )
         if trig.not_ is not None:
-            return NotNode(self._compile(state, rule, trig.not_, here, base_dir, resolved))
+            return NotNode(
+                self._compile(state, rule, trig.not_, here, base_dir, resolved, scope, not negated)
+            )
         leaf_id = len(self.leaves)
         leaf: Leaf
         if trig.phrases is not None:
@@ -325,7 +366,17 @@ class _Builder:
                 ) from None
             if compiled.fullmatch("") is not None:
                 raise self._err(state, here, rule, "pattern matches the empty string")
-            leaf = PatternLeaf(leaf_id, trig.pattern.regex, compiled, trig.pattern.max_length)
+            leaf = PatternLeaf(
+                leaf_id,
+                trig.pattern.regex,
+                compiled,
+                trig.pattern.max_length,
+                timeout_s=scope.timeout_s,
+                fail_mode=scope.fail_mode,
+                match_on_timeout=(scope.fail_mode == "closed") != negated,
+                rule=scope.rule,
+                policy=scope.policy,
+            )
         elif trig.classifier is not None:
             self._check_classifier(state, rule, here, trig.classifier.name, trig.classifier.label)
             leaf = ClassifierLeaf(

@@ -12,12 +12,28 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 Phase = Literal["ingress", "midstream", "egress"]
 Mode = Literal["enforce", "shadow"]
+FailMode = Literal["open", "closed"]
 PHASES: tuple[Phase, ...] = ("ingress", "midstream", "egress")
 RULE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+# Per scan of one pattern (per 2048 characters): several times what the slowest shipped pattern
+# needs, far below a stall.
+DEFAULT_TIMEOUT_MS = 5.0
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _not_bool(value: Any) -> Any:
+    # pydantic reads `true` as 1.0 for a float field; a timeout of `true` is a mistake.
+    if isinstance(value, bool):
+        raise ValueError("a timeout is a number of milliseconds, not a boolean")
+    return value
+
+
+# CPU milliseconds one pattern scan may take per 2048 characters it reads (the `regex` module's
+# `timeout=`): from 0.1 ms, and at most a second, since a scan runs on the event loop.
+TimeoutMs = Annotated[float, BeforeValidator(_not_bool), Field(ge=0.1, le=1000.0)]
 
 
 def _one_of(value: Any, names: tuple[str, ...], what: str) -> None:
@@ -299,6 +315,10 @@ class Rule(_Model):
     )
     trigger: Trigger
     actions: tuple[Annotated[Action, BeforeValidator(_expand_action)], ...] = Field(min_length=1)
+    # Pattern triggers only: the time one scan may take, and what a scan that runs out of it
+    # counts as (closed: the rule fires on the text left unjudged; open: it does not).
+    timeout_ms: TimeoutMs | None = None
+    fail_mode: FailMode | None = None
 
 
 class Defaults(_Model):
@@ -307,6 +327,9 @@ class Defaults(_Model):
     # Leetspeak folding is a property of the set's single phrase automaton, so it is per file and
     # all files of a set must agree.
     leetspeak: bool = False
+    # For the rules' pattern triggers, unless a rule sets its own.
+    timeout_ms: TimeoutMs = DEFAULT_TIMEOUT_MS
+    fail_mode: FailMode = "closed"
 
 
 class PolicyFile(_Model):

@@ -12,8 +12,10 @@ import regex
 
 from checkstream.policy.models import (
     ACTION_RANK,
+    DEFAULT_TIMEOUT_MS,
     Action,
     ContextTrigger,
+    FailMode,
     Mode,
     Phase,
     PolicyFile,
@@ -52,6 +54,13 @@ class PatternLeaf:
     source: str
     compiled: regex.Pattern[str]
     max_length: int
+    timeout_s: float = DEFAULT_TIMEOUT_MS / 1000  # per scan, whatever the scan's length
+    fail_mode: FailMode = "closed"
+    # What a scan that timed out counts as: a match of this leaf when that resolves the rule
+    # by its fail mode (closed: the rule fires, open: it does not); under a `not`, the reverse.
+    match_on_timeout: bool = True
+    rule: str = ""  # the rule (and policy) the leaf belongs to, for the timeout record
+    policy: str = ""
 
 
 @dataclass(frozen=True, slots=True)
