@@ -7,13 +7,13 @@
 //! phrase split across chunks (or across the bytes of a code point) is found exactly as in the
 //! whole text, with no re-scan of a tail. Writing our own trie/failure-link construction would
 //! duplicate that work and its tests for no gain. Up to [`DFA_MAX_PHRASES`] phrases we build the
-//! crate's DFA and copy it into a table laid out for our scan ([`automaton`]: breadth-first state
+//! crate's DFA and copy it into a table laid out for our scan (`automaton`: breadth-first state
 //! order, match states last); above that, the crate's contiguous NFA, where a DFA's memory
 //! (states x byte classes) stops being worth it.
 //!
 //! # Word-start markers
 //! The automaton does not read the normalised text alone: before every word char that follows a
-//! non-word char (or starts the text) the scan steps one extra byte, [`MARK`] (0xFF, never part
+//! non-word char (or starts the text) the scan steps one extra byte, `MARK` (0xFF, never part
 //! of UTF-8). Phrases are compiled the same way: a marker before each word start inside them,
 //! and before the first char when the phrase needs a word boundary there. So:
 //! - "the match starts at a word boundary" is enforced by the automaton itself;
@@ -44,7 +44,9 @@
 //! [`PhraseMatcher::find_all`] on a long text cuts it into [`LANES`] pieces scanned side by
 //! side in one loop (one core): the walk is a chain of dependent table loads, and independent
 //! chains let the CPU overlap their cache misses. How the pieces are stitched back is on
-//! `find_all_lanes`.
+//! `find_all_lanes`; a stream chunk of [`STREAM_LANES_MIN_BYTES`] or more is read the same way
+//! as two lanes (`Cursor::feed_two_lanes`), the stream going on with whichever lane holds the
+//! true automaton state at the end.
 //!
 //! Matches are emitted sorted by `(end, start, phrase)`, and only once no undecided match could
 //! still sort before them, so that the concatenation of all `feed` results plus `finish` equals
@@ -404,47 +406,22 @@ impl PhraseMatcher {
             chars_before[l] = chars_before[l - 1] + n;
         }
         for l in 1..LANES {
-            curs[l].start_at(self, text, cuts[l], chars_before[l]);
-        }
-        let mut rests: [&str; LANES] = std::array::from_fn(|l| &text[cuts[l]..cuts[l + 1]]);
-        loop {
-            let blocks: [&[u8]; LANES] = std::array::from_fn(|l| {
-                // A lane whose text goes on with non-ASCII chars reads them on its own first.
-                let (mut ascii, mut tail) = split_ascii(rests[l]);
-                while ascii.is_empty() && !tail.is_empty() {
-                    let (other, t) = split_other(tail);
-                    curs[l].feed_other(self, aut, other);
-                    (ascii, tail) = split_ascii(t);
-                }
-                rests[l] = tail;
-                ascii.as_bytes()
-            });
-            if blocks.iter().all(|b| b.is_empty()) {
-                break;
+            curs[l].char_pos = chars_before[l];
+            if let Some(bits) = last_bits(self, &text[..cuts[l]]) {
+                (curs[l].space, curs[l].word) = bits;
             }
-            Cursor::scan_lanes(self, aut, &mut curs, blocks);
         }
+        let rests: [&str; LANES] = std::array::from_fn(|l| &text[cuts[l]..cuts[l + 1]]);
+        Cursor::feed_lanes(self, aut, curs.each_mut(), rests);
         let mut out = Vec::new();
         let mut part = Vec::new();
         for (l, cur) in curs.iter_mut().enumerate() {
             if l + 1 < LANES {
-                let (cut_byte, cut_char) = (cur.byte_pos, chars_before[l + 1]);
-                let mut rest = &text[cuts[l + 1]..];
-                while !rest.is_empty()
-                    && (!cur.pending.is_empty()
-                        || aut.depth(cur.state).min(self.max_len) > cur.byte_pos - cut_byte)
-                {
-                    let mut cut = rest.len().min(64);
-                    while !rest.is_char_boundary(cut) {
-                        cut += 1;
-                    }
-                    let (head, tail) = rest.split_at(cut);
-                    cur.feed_block(self, aut, head);
-                    rest = tail;
-                }
+                let cut_byte = cur.byte_pos;
+                cur.read_on(self, aut, &text[cuts[l + 1]..], cut_byte);
                 part.clear();
                 cur.finish(&mut part);
-                out.extend(part.iter().filter(|x| x.start < cut_char));
+                out.extend(part.iter().filter(|x| x.start < chars_before[l + 1]));
             } else {
                 cur.finish(&mut out);
             }
@@ -623,6 +600,13 @@ impl Cursor {
     /// Text goes through in blocks so the per-block buffers stay in cache: runs of ASCII
     /// through the in-place loop, the stretches around other chars through the buffer.
     fn feed_str(&mut self, m: &PhraseMatcher, text: &str) {
+        if text.len() >= STREAM_LANES_MIN_BYTES {
+            match &m.engine {
+                Engine::Dfa(a) => self.feed_two_lanes(m, a, text),
+                Engine::Nfa(a) => self.feed_two_lanes(m, a.as_ref(), text),
+            }
+            return;
+        }
         let mut rest = text;
         while !rest.is_empty() {
             let (ascii, tail) = split_ascii(rest);
@@ -723,7 +707,7 @@ impl Cursor {
     fn scan_lanes<W: Walk, const K: usize>(
         m: &PhraseMatcher,
         aut: &W,
-        curs: &mut [Cursor; K],
+        mut curs: [&mut Cursor; K],
         blocks: [&[u8]; K],
     ) {
         let space0: [bool; K] = std::array::from_fn(|l| curs[l].space);
@@ -737,7 +721,7 @@ impl Cursor {
             h.clear();
             h
         });
-        let mut lanes: [Lane; K] = std::array::from_fn(|l| Lane::of(&curs[l]));
+        let mut lanes: [Lane; K] = std::array::from_fn(|l| Lane::of(curs[l]));
         let common = blocks.iter().map(|b| b.len()).min().unwrap_or(0);
         // Lockstep over K blocks: byte i of every lane before byte i + 1 of any.
         #[allow(clippy::needless_range_loop)]
@@ -762,20 +746,92 @@ impl Cursor {
         }
     }
 
-    /// A fresh cursor for the text from byte `at` on, which is char `char_pos`: the space and
-    /// word bits are those of the last normalised char before it.
-    fn start_at(&mut self, m: &PhraseMatcher, text: &str, at: usize, char_pos: usize) {
-        self.char_pos = char_pos;
-        let mut fold = Vec::new();
-        for c in text[..at].chars().rev() {
-            fold.clear();
-            m.normalizer.fold_char(c, &mut fold);
-            if let Some(&last) = fold.last() {
-                self.space = last == ' ';
-                self.word = is_word_char(last);
-                return;
+    /// Scans `rests[l]` with cursor `l`, the ASCII runs of all lanes in lockstep.
+    fn feed_lanes<W: Walk, const K: usize>(
+        m: &PhraseMatcher,
+        aut: &W,
+        mut curs: [&mut Cursor; K],
+        mut rests: [&str; K],
+    ) {
+        loop {
+            let blocks: [&[u8]; K] = std::array::from_fn(|l| {
+                // A lane whose text goes on with non-ASCII chars reads them on its own first.
+                let (mut ascii, mut tail) = split_ascii(rests[l]);
+                while ascii.is_empty() && !tail.is_empty() {
+                    let (other, t) = split_other(tail);
+                    curs[l].feed_other(m, aut, other);
+                    (ascii, tail) = split_ascii(t);
+                }
+                rests[l] = tail;
+                ascii.as_bytes()
+            });
+            if blocks.iter().all(|b| b.is_empty()) {
+                break;
             }
+            let lanes: [&mut Cursor; K] = curs.each_mut().map(|c| &mut **c);
+            Cursor::scan_lanes(m, aut, lanes, blocks);
         }
+    }
+
+    /// Reads on into `rest` (the text after a cut that another lane scanned from a fresh
+    /// start) until nothing this cursor holds can start before the cut: its automaton depth no
+    /// longer reaches back over it (`cut_byte`: the normalised position of the cut) and no
+    /// whole-word match waits. Returns whether it got there before the end of `rest`.
+    fn read_on<W: Walk>(
+        &mut self,
+        m: &PhraseMatcher,
+        aut: &W,
+        rest: &str,
+        cut_byte: usize,
+    ) -> bool {
+        let mut rest = rest;
+        loop {
+            let done = self.pending.is_empty()
+                && aut.depth(self.state).min(m.max_len) <= self.byte_pos - cut_byte;
+            if done || rest.is_empty() {
+                return done && !rest.is_empty();
+            }
+            let mut cut = rest.len().min(64);
+            while !rest.is_char_boundary(cut) {
+                cut += 1;
+            }
+            let (head, tail) = rest.split_at(cut);
+            self.feed_block(m, aut, head);
+            rest = tail;
+        }
+    }
+
+    /// A long chunk of a stream as two lanes: this cursor reads the first half while a fresh
+    /// one reads the second; this one then reads on past the cut (see [`Cursor::read_on`]).
+    /// If it stops before the end, the fresh cursor holds the true state from there on and the
+    /// stream continues as that one (its ring covers every later look-back, which can no longer
+    /// reach over the cut); otherwise this cursor has read everything and the other is dropped.
+    fn feed_two_lanes<W: Walk>(&mut self, m: &PhraseMatcher, aut: &W, text: &str) {
+        let mut cut = text.len() / 2;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (head, tail) = text.split_at(cut);
+        let mut other = Cursor::new(m);
+        other.char_pos = self.char_pos
+            + if head.is_ascii() {
+                head.len()
+            } else {
+                head.chars().count()
+            };
+        (other.space, other.word) = last_bits(m, head).unwrap_or((self.space, self.word));
+        let cut_char = other.char_pos;
+        Cursor::feed_lanes(m, aut, [&mut *self, &mut other], [head, tail]);
+        let cut_byte = self.byte_pos;
+        if !self.read_on(m, aut, tail, cut_byte) {
+            return;
+        }
+        self.ready.retain(|x| x.start < cut_char);
+        self.ready.append(&mut other.ready);
+        self.pending = other.pending;
+        (self.state, self.space, self.word) = (other.state, other.space, other.word);
+        (self.byte_pos, self.char_pos) = (other.byte_pos, other.char_pos);
+        self.hist_orig = other.hist_orig;
     }
 
     /// Step 3 and the ring update for one scanned block; then advances the positions.
@@ -967,6 +1023,22 @@ fn char_is_word_at(bytes: &[u8], k: usize) -> bool {
         .and_then(|s| s.chars().next())
         .is_some_and(is_word_char)
 }
+
+/// The space and word bits of the last normalised char of `text` (`None`: it has none).
+fn last_bits(m: &PhraseMatcher, text: &str) -> Option<(bool, bool)> {
+    let mut fold = Vec::new();
+    for c in text.chars().rev() {
+        fold.clear();
+        m.normalizer.fold_char(c, &mut fold);
+        if let Some(&last) = fold.last() {
+            return Some((last == ' ', is_word_char(last)));
+        }
+    }
+    None
+}
+
+/// Stream chunks at least this long are read as two lanes (`Cursor::feed_two_lanes`).
+pub const STREAM_LANES_MIN_BYTES: usize = 2 << 10;
 
 /// Blocks are at most this many bytes.
 const BLOCK: usize = 8 << 10;
@@ -1267,10 +1339,30 @@ mod tests {
                 }
                 got.extend(s.feed(&rest[..cut]).unwrap());
                 rest = &rest[cut..];
+                // Nothing still to come may start before the pending suffix.
+                let held = s.position() - s.pending();
+                assert!(
+                    whole[got.len()..].iter().all(|x| x.start >= held),
+                    "round {round}"
+                );
             }
             got.extend(s.finish().unwrap());
             assert!(whole.len() > 1000, "round {round}: {}", whole.len());
             assert_eq!(whole, got, "round {round}");
+            // Chunks below STREAM_LANES_MIN_BYTES: one lane all the way.
+            let mut s = m.stream();
+            let mut one = Vec::new();
+            let mut rest = text.as_str();
+            while !rest.is_empty() {
+                let mut cut = rest.len().min(997);
+                while !rest.is_char_boundary(cut) {
+                    cut += 1;
+                }
+                one.extend(s.feed(&rest[..cut]).unwrap());
+                rest = &rest[cut..];
+            }
+            one.extend(s.finish().unwrap());
+            assert_eq!(whole, one, "round {round}");
         }
     }
 
