@@ -1445,5 +1445,18 @@ mod tests {
             .filter(|m| m.phrase < 100)
             .collect();
         assert_eq!(got, small.find_all(text));
+        // Long texts (lanes, two-lane stream chunks) through the NFA, whitespace runs included.
+        let long = "w7x  w99x\n\tw100x w12 éw5x ".repeat(LANES * LANE_MIN_BYTES / 20);
+        let big = Arc::new(big);
+        let whole = big.find_all(&long);
+        let mut s = big.stream();
+        let mut one = Vec::new();
+        for piece in long.as_bytes().chunks(500) {
+            one.extend(s.feed_bytes(piece).unwrap());
+        }
+        one.extend(s.finish().unwrap());
+        assert_eq!(whole, one);
+        // w7x, w99x, w100x; not w5x inside the word "éw5x".
+        assert_eq!(whole.len(), 3 * (LANES * LANE_MIN_BYTES / 20));
     }
 }
