@@ -79,36 +79,28 @@ class ScanBudget:
     the other threads fall idle during one.
     """
 
-    __slots__ = (
-        "_given",
-        "_process",
-        "_spent",
-        "_thread",
-        "began",
-        "limit",
-        "retries",
-        "scale",
-        "waived",
-    )
+    __slots__ = ("_given", "_spent", "_thread", "began", "limit", "retries", "scale", "waived")
 
     def __init__(self, seconds: float, chars: int = 0) -> None:
         """``seconds`` per ``SCAN_WINDOW`` characters of the ``chars`` the scan reads."""
         self.limit = seconds * max(1, -(-chars // SCAN_WINDOW))
-        self.began = time.thread_time()
+        self.began = -1.0  # read with the first call's clock (one clock read per common scan)
         self.retries = 0
         self.scale = 1.0
         self.waived = 0.0  # thread time of calls cut short by other threads' CPU use
-        self._given = self._thread = self._process = 0.0
+        self._given = self._thread = 0.0
         self._spent = False
 
     def timeout(self) -> float:
         """The ``timeout=`` for the next regex call (raises TimeoutError if none is left)."""
         now = time.thread_time()
+        if self.began < 0:
+            self.began = now
         left = self.limit - (now - self.began - self.waived)
         if left <= 0:
             self._spent = True
             raise TimeoutError("pattern scan budget spent")
-        self._given, self._thread, self._process = left, now, time.process_time()
+        self._given, self._thread = left, now
         return left * self.scale
 
     def out_of_time(self) -> bool:
@@ -116,7 +108,8 @@ class ScanBudget:
         used = time.thread_time() - self._thread
         if self._spent or used >= _CONFIRM * self._given or self.retries >= MAX_RETRIES:
             return True
-        ran = time.process_time() - self._process
+        # The call stopped when the process's clock had run the timeout it was given.
+        ran = self._given * self.scale
         self.retries += 1
         self.waived += used
         self.scale = min(MAX_SCALE, max(2.0 * self.scale, 1.25 * ran / max(used, 1e-6)))
