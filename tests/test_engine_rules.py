@@ -15,6 +15,8 @@ from checkstream.classifiers.base import Classifier
 from checkstream.classifiers.registry import ClassifierRegistry
 from checkstream.classifiers.rules import PatternClassifier
 from checkstream.engine import ChatMessage, Guard, RequestContext
+from checkstream.engine.records import build_record
+from checkstream.engine.types import CheckRecord, EgressResult, OutputResult, RuleHit
 from checkstream.policy.loader import load_policy_text
 
 CTX = RequestContext("req-9", "acme", "/v1/chat/completions", "gpt-x", {"segment": "retail"})
@@ -58,7 +60,11 @@ def registry() -> ClassifierRegistry:
     slow = Slow(
         name="slow_closed", labels=("bad",), version="s1", fail_mode="closed", timeout_ms=20
     )
-    return ClassifierRegistry({c.name: c for c in (tox, broken_closed, broken_open, slow)}, {})
+    slow_open = Slow(
+        name="slow_open", labels=("bad",), version="s2", fail_mode="open", timeout_ms=20
+    )
+    classifiers = (tox, broken_closed, broken_open, slow, slow_open)
+    return ClassifierRegistry({c.name: c for c in classifiers}, {})
 
 
 def guard(rules: str, *, leet: bool = False) -> Guard:
@@ -322,6 +328,123 @@ def test_classifier_timeout_resolves_by_fail_mode_async() -> None:
         return step.stopped, [c.resolution for c in step.checks], step.checks[0].timed_out
 
     assert asyncio.run(run()) == (True, ["fail_closed"], True)
+
+
+# Every place a failed check can sit in a trigger. `alpha` is in the text, `zeta` is not and the
+# tenant is acme, so each trigger is true exactly when the failed check resolves so that the rule
+# fires.
+COMPOSITIONS = {
+    "leaf": "{classifier: {name: C, label: bad}}",
+    "not": "{not: {classifier: {name: C, label: bad}}}",
+    "not-not": "{not: {not: {classifier: {name: C, label: bad}}}}",
+    "all": "{all: [{phrases: [alpha]}, {classifier: {name: C, label: bad}}]}",
+    # (A context leaf, not a phrase: over a stream, a phrase would fire the rule as it arrives,
+    # before any classifier verdict on its text; that is text order, not the fail mode.)
+    "all-not": "{all: [{context: {tenant: [acme]}}, {not: {classifier: {name: C, label: bad}}}]}",
+    "any": "{any: [{phrases: [zeta]}, {classifier: {name: C, label: bad}}]}",
+    "any-not": "{any: [{phrases: [zeta]}, {not: {classifier: {name: C, label: bad}}}]}",
+    "not-any": "{not: {any: [{phrases: [zeta]}, {classifier: {name: C, label: bad}}]}}",
+    "not-all": "{not: {all: [{phrases: [alpha]}, {classifier: {name: C, label: bad}}]}}",
+}
+NEGATED = {"not", "all-not", "any-not", "not-any", "not-all"}
+FAIL_TEXT = "alpha beta gamma delta epsilon, and then some more words to stream along."
+
+
+def failing_guard(classifier: str, composition: str) -> Guard:
+    trigger = COMPOSITIONS[composition].replace("C", classifier)
+    return guard(f"  - {{name: r, trigger: {trigger}, actions: [log]}}\n")
+
+
+def _fail_verdict(
+    hits: Sequence[RuleHit], checks: Sequence[CheckRecord], mode: str, composition: str
+) -> None:
+    """Closed: the rule fired and says why; open: it did not. Either way every check is on the
+    record with its resolution."""
+    assert checks and {c.resolution for c in checks} == {f"fail_{mode}"}
+    if mode == "open":
+        assert hits == []
+        return
+    assert {h.rule for h in hits} == {"r"} and all(h.score is None for h in hits)
+    if composition in NEGATED:
+        assert all("counted as not found under `not`" in h.detail for h in hits)
+    else:
+        assert any("fail mode closed" in h.detail for h in hits)
+
+
+@pytest.mark.parametrize("composition", sorted(COMPOSITIONS))
+@pytest.mark.parametrize("mode", ["closed", "open"])
+def test_failed_classifier_fires_the_rule_iff_closed_in_every_composition(
+    composition: str, mode: str
+) -> None:
+    """A check that errors resolves so that the *rule* fires when closed, wherever the check sits
+    (under a `not` it counts as not found), and does not when open: non-streamed, streamed in
+    small chunks (sync and async), at ingress and egress."""
+    g = failing_guard(f"broken_{mode}", composition)
+    result = g.check_output(FAIL_TEXT, CTX)
+    _fail_verdict(result.hits, result.checks, mode, composition)
+    sg = g.stream(CTX, holdback=4, check_interval=2, window=4)
+    streamed = "".join(sg.feed(FAIL_TEXT[i : i + 5]).text for i in range(0, len(FAIL_TEXT), 5))
+    streamed += sg.finish().text
+    assert streamed == FAIL_TEXT
+    _fail_verdict(sg.hits, sg.checks, mode, composition)
+    ingress = g.ingress([ChatMessage("user", FAIL_TEXT)], CTX)
+    _fail_verdict(ingress.hits, ingress.checks, mode, composition)
+    egress = g.egress(FAIL_TEXT, CTX)
+    _fail_verdict(egress.hits, egress.checks, mode, composition)
+
+    async def run() -> None:
+        sg = g.stream(CTX, holdback=4, check_interval=2, window=4, classifier_lag=2)
+        for i in range(0, len(FAIL_TEXT), 5):
+            await sg.afeed(FAIL_TEXT[i : i + 5])
+        await sg.afinish()
+        _fail_verdict(sg.hits, sg.checks, mode, composition)
+        ingress = await g.aingress([ChatMessage("user", FAIL_TEXT)], CTX)
+        _fail_verdict(ingress.hits, ingress.checks, mode, composition)
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("composition", ["not", "all-not", "not-any", "any"])
+@pytest.mark.parametrize("mode", ["closed", "open"])
+def test_timed_out_classifier_resolves_the_same_way(composition: str, mode: str) -> None:
+    g = failing_guard(f"slow_{mode}", composition)
+
+    async def run() -> tuple[OutputResult, EgressResult]:
+        return await g.acheck_output(FAIL_TEXT, CTX), await g.aegress(FAIL_TEXT, CTX)
+
+    result, egress = asyncio.run(run())
+    for hits, checks in ((result.hits, result.checks), (egress.hits, egress.checks)):
+        _fail_verdict(hits, checks, mode, composition)
+        assert all(c.timed_out for c in checks)
+    if mode == "closed" and composition != "any":
+        assert "classifier slow_closed timed out" in result.hits[0].detail
+
+
+def test_a_negated_classifier_failing_closed_stops_and_is_in_the_record() -> None:
+    g = guard("""
+  - name: unreviewed
+    phases: [midstream]
+    trigger:
+      all:
+        - {phrases: [guaranteed]}
+        - {not: {classifier: {name: broken_closed, label: bad}}}
+    actions: [stop]
+""")
+    result = g.check_output("returns are guaranteed", CTX)
+    assert result.stopped and [h.rule for h in result.hits] == ["unreviewed"]
+    record = build_record(
+        CTX,
+        ingress=None,
+        streams=[result],
+        egress=None,
+        latencies_ms={},
+        input_text="",
+        output_text=result.text,
+    )
+    assert record["decision"] == "stop"
+    assert record["coverage"]["classifier_failures"] == 1
+    assert [s["resolution"] for s in record["scores"]] == ["fail_closed"]
+    assert "broken_closed failed" in record["rules"][0]["detail"]
 
 
 def test_classifier_windows_cover_every_delta_before_release() -> None:

@@ -1,7 +1,8 @@
 """Running a set's classifier triggers on a text window, sync or through the async batcher.
 
 A classifier that errors or times out is resolved by its declared fail mode and recorded: fail
-closed fires the trigger (score None), fail open does not. Neither is silent.
+closed makes the rule fire (the trigger fires with score None; under a ``not`` it counts as not
+fired), fail open does not (under a ``not``: counts as fired). Neither is silent.
 """
 
 from __future__ import annotations
@@ -67,11 +68,14 @@ def _judge(
         resolution: Literal["fail_open", "fail_closed"] = (
             "fail_closed" if fail_mode == "closed" else "fail_open"
         )
-        if resolution == "fail_closed":
-            for leaf in leaves:
+        mode = "closed" if resolution == "fail_closed" else "open"
+        for leaf in leaves:
+            # Closed: the *rule* fires, so the leaf counts as fired, or under a `not` as not
+            # fired; open: the reverse. The record below says which, and why.
+            if (resolution == "fail_closed") != leaf.negated:
                 events.append(
                     LeafEvent(
-                        leaf.id, start, end, None, f"classifier {name} {why}; fail mode closed"
+                        leaf.id, start, end, None, f"classifier {name} {why}; fail mode {mode}"
                     )
                 )
         record = CheckRecord(

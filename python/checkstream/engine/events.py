@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
-from checkstream.engine.types import RuleHit
+from checkstream.engine.types import CheckRecord, RuleHit
 from checkstream.policy.models import AuditAction, RedactAction
 from checkstream.policy.policyset import CompiledRule, PhasePlan, RequestLike, holds
 
@@ -160,3 +160,31 @@ def first_stop(firings: Iterable[Firing]) -> Firing | None:
         if firing.rule.mode == "enforce" and firing.rule.action("stop") is not None:
             return firing
     return None
+
+
+def failed_closed(checks: Iterable[CheckRecord]) -> dict[str, str]:
+    """Classifiers whose check failed closed, and why ("failed" or "timed out")."""
+    return {
+        c.classifier: "timed out" if c.timed_out else "failed"
+        for c in checks
+        if c.resolution == "fail_closed"
+    }
+
+
+def note_failures(firings: list[Firing], failed: Mapping[str, str]) -> list[Firing]:
+    """Firings whose rule reads a classifier that failed closed under a ``not`` say so.
+
+    Such a check counts as "not found" so that the rule fires: the hit cannot point at the
+    classifier's span (it is no positive leaf), so its detail names the failure.
+    """
+    if not failed:
+        return firings
+    out: list[Firing] = []
+    for firing in firings:
+        names = sorted(firing.rule.negated_classifiers & failed.keys())
+        note = "".join(
+            f"; classifier {n} {failed[n]}, fail mode closed: counted as not found under `not`"
+            for n in names
+        )
+        out.append(replace(firing, detail=firing.detail + note) if note else firing)
+    return out

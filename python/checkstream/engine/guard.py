@@ -19,7 +19,9 @@ from checkstream.engine.events import (
     Firing,
     LeafEvent,
     apply_redactions,
+    failed_closed,
     first_stop,
+    note_failures,
     order_firings,
     plan_redactions,
 )
@@ -125,7 +127,7 @@ class Guard:
             timeouts.extend(found_timeouts)
             firings = []
             for firing in order_firings(
-                _fire_whole(plan, events, ctx, message.role, found_timeouts)
+                _fire_whole(plan, events, ctx, message.role, found_timeouts, found_checks)
             ):
                 rule_id = id(firing.rule)
                 if rule_id in context_only:
@@ -245,7 +247,7 @@ class Guard:
     def _egress_result(self, scanned: _Scanned, ctx: RequestContext, began: float) -> EgressResult:
         events, checks, timeouts = scanned
         firings = order_firings(
-            _fire_whole(self.policy_set.plan("egress"), events, ctx, None, timeouts)
+            _fire_whole(self.policy_set.plan("egress"), events, ctx, None, timeouts, checks)
         )
         hits = [f.hit("egress") for f in firings]
         prepend: list[str] = []
@@ -347,11 +349,13 @@ def _fire_whole(
     ctx: RequestContext,
     roles_of: str | None = None,
     timeouts: Sequence[ScanTimeout] = (),
+    checks: Sequence[CheckRecord] = (),
 ) -> list[Firing]:
     """Rules over a whole text: each true rule fires once per span of its positive leaves.
 
     Only rules that can be true are looked at: those a fired leaf feeds, context-only rules and
-    rules with a ``not``.
+    rules with a ``not``. A hit that a classifier failing closed under a ``not`` let fire says
+    so in its detail.
     """
     fired = {e.leaf for e in events}
     by_leaf: dict[int, list[LeafEvent]] = {}
@@ -376,4 +380,4 @@ def _fire_whole(
             out.append(Firing(rule, None, None, None, why, timed_out=ran_out))
         for e in spans:
             out.append(Firing(rule, e.start, e.end, e.score, e.detail, e.placeholder, e.timed_out))
-    return out
+    return note_failures(out, failed_closed(checks))

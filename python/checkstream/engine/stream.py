@@ -36,8 +36,10 @@ from checkstream.engine.classify import group_by_classifier, run_async, run_sync
 from checkstream.engine.events import (
     Firing,
     LeafEvent,
+    failed_closed,
     fire_on_events,
     first_stop,
+    note_failures,
     order_firings,
     plan_redactions,
 )
@@ -158,6 +160,7 @@ class StreamGuard:
         self.hits: list[RuleHit] = []  # everything this stream decided, for the decision record
         self.checks: list[CheckRecord] = []
         self.timeouts: list[ScanTimeout] = []  # pattern scans that ran out of time
+        self._failed_closed: dict[str, str] = {}  # classifier -> "failed" / "timed out"
         self.released_chars = 0
         self.tokens = 0
         self._step_checks: list[CheckRecord] = []
@@ -348,6 +351,7 @@ class StreamGuard:
         for records, found in results:
             self.checks.extend(records)
             self._step_checks.extend(records)
+            self._failed_closed.update(failed_closed(records))
             events += found
         self._checked_to = check.end
         self._hold_moved = True
@@ -402,6 +406,8 @@ class StreamGuard:
                             ),
                         )
                     )
+        if firings and self._failed_closed:
+            firings = note_failures(firings, self._failed_closed)
         hits = self._act(order_firings(firings)) if firings else []
         text = released
         if not self.stopped:

@@ -380,7 +380,11 @@ class _Builder:
         elif trig.classifier is not None:
             self._check_classifier(state, rule, here, trig.classifier.name, trig.classifier.label)
             leaf = ClassifierLeaf(
-                leaf_id, trig.classifier.name, trig.classifier.label, trig.classifier.threshold
+                leaf_id,
+                trig.classifier.name,
+                trig.classifier.label,
+                trig.classifier.threshold,
+                negated=negated,
             )
         elif trig.pii is not None:
             known = self._pii_entity_types(state, rule, here)

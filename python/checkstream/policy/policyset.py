@@ -69,6 +69,10 @@ class ClassifierLeaf:
     name: str
     label: str
     threshold: float | None  # None: the classifier's own threshold
+    # Under an odd number of `not`s. A check that errors or times out resolves so that the
+    # *rule* fires when the classifier's fail mode is closed (and not when it is open): the leaf
+    # counts as fired for closed, and here under a `not`, the reverse (as pattern timeouts do).
+    negated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +218,16 @@ class CompiledRule:
     @cached_property
     def positive(self) -> frozenset[int]:
         return positive_leaves(self.trigger)
+
+    @cached_property
+    def negated_classifiers(self) -> frozenset[str]:
+        """Classifiers this rule reads under a ``not`` (a failed check fails closed there by
+        counting as not fired: the hit's detail says so)."""
+        return frozenset(
+            leaf.name
+            for leaf in leaves_of(self.trigger)
+            if isinstance(leaf, ClassifierLeaf) and leaf.negated
+        )
 
     def action(self, kind: str) -> Action | None:
         for action in self.actions:
