@@ -245,6 +245,7 @@ class GuardSession:
             hits=[h for r in rs for h in r.hits],
             checks=[c for r in rs for c in r.checks],
             latency_ms=sum(r.latency_ms for r in rs),
+            timeouts=[t for r in rs for t in r.timeouts],
         )
 
     def record(self) -> dict[str, Any]:
