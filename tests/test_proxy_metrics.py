@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 
 from checkstream.proxy.loopback import LoopbackStack
-from proxy_helpers import BODY, chat, metric
+from checkstream.proxy.replay import Recording
+from proxy_helpers import BODY, chat, metric, write_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,3 +58,45 @@ def test_policy_reload_errors_show_on_metrics(tmp_path: Path) -> None:
         # The old set still serves, and is the one /metrics names.
         assert metric(s, "checkstream_policy_info", tenant="default",
                       version=store.current.version) == 1
+
+
+# `(a|aa)+$` backtracks catastrophically on ATTACK: at ingress (the prompt) a trial rule fails
+# open, at egress (the answer) a disclaimer rule fails closed.
+POLICY_TIMEOUTS = """
+name: timeouts
+version: "1"
+rules:
+  - name: prompt-check
+    phases: [ingress]
+    fail_mode: open
+    trigger: {pattern: '(a|aa)+$'}
+    actions: [stop]
+  - name: answer-check
+    phases: [egress]
+    fail_mode: closed
+    trigger: {pattern: '(a|aa)+$'}
+    actions: [{inject_disclaimer: {text: "Unverified."}}]
+"""
+ATTACK = "Here you go: " + "a" * 3000 + "b and the rest."
+
+
+def test_pattern_timeouts_are_counted_on_metrics(tmp_path: Path) -> None:
+    with LoopbackStack(policies=write_policy(tmp_path / "p", POLICY_TIMEOUTS)) as s:
+        s.replay.add_recording(Recording.from_text("attack", [ATTACK[:1500], ATTACK[1500:]]))
+        body = {"model": "attack", "messages": [{"role": "user", "content": ATTACK}]}
+        r = httpx.post(s.url + "/v1/chat/completions", json=body, timeout=30)
+        assert r.status_code == 200
+        assert r.json()["choices"][0]["message"]["content"].endswith("Unverified.")
+        with httpx.stream("POST", s.url + "/v1/chat/completions",
+                          json={**body, "stream": True}, timeout=30) as streamed:
+            streamed.read()
+        answer = {"policy": "timeouts", "rule": "answer-check", "phase": "egress",
+                  "resolution": "fail_closed"}
+        deadline = time.monotonic() + 10
+        while (metric(s, "checkstream_pattern_timeouts_total", **answer) or 0) < 2:
+            assert time.monotonic() < deadline, "egress pattern timeouts never counted"
+            time.sleep(0.05)
+        assert metric(s, "checkstream_pattern_timeouts_total", **answer) == 2
+        assert metric(s, "checkstream_pattern_timeouts_total", policy="timeouts",
+                      rule="prompt-check", phase="ingress", resolution="fail_open") == 2
+        assert metric(s, "checkstream_pattern_timeouts_total", phase="midstream") is None

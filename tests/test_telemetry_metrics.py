@@ -23,6 +23,7 @@ def test_each_registry_gets_the_whole_set_under_checkstream_names() -> None:
 
 def test_module_aliases_are_the_default_registry_set() -> None:
     assert metrics.RULE_HITS is metrics.DEFAULT.rule_hits
+    assert metrics.PATTERN_TIMEOUTS is metrics.DEFAULT.pattern_timeouts
     assert metrics.DEFAULT.registry is REGISTRY
 
 

@@ -15,6 +15,7 @@ from checkstream.engine.types import (
     OutputResult,
     RequestContext,
     RuleHit,
+    ScanTimeout,
     StreamStep,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "OutputResult",
     "RequestContext",
     "RuleHit",
+    "ScanTimeout",
     "StreamGuard",
     "StreamStep",
 ]

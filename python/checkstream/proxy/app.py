@@ -84,6 +84,9 @@ class ProxyState:
         for c in session.checks():
             outcome = "timeout" if c.timed_out else "failed" if c.failed else "ok"
             m.classifier_calls.labels(classifier=c.classifier, outcome=outcome).inc()
+        for t in session.timeouts():
+            m.pattern_timeouts.labels(policy=t.policy, rule=t.rule, phase=t.phase,
+                                      resolution=t.resolution).inc()
         for stage, seconds in session.stage_seconds().items():
             m.stage_latency.labels(stage=stage).observe(seconds)
         if self.decision_log is not None:

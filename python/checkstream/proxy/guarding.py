@@ -23,6 +23,7 @@ from checkstream.engine import (
     Guard,
     RequestContext,
     RuleHit,
+    ScanTimeout,
     StreamGuard,
 )
 from checkstream.proxy.config import GuardrailsConfig
@@ -215,6 +216,18 @@ class GuardSession:
                 out += ch.stream.checks
         for eg in self.egress_results:
             out += eg.checks
+        return out
+
+    def timeouts(self) -> list[ScanTimeout]:
+        """Every pattern scan of the request that ran out of time (ingress, channels, egress)."""
+        out: list[ScanTimeout] = []
+        if self.ingress_result is not None:
+            out += self.ingress_result.timeouts
+        for ch in self.channels.values():
+            if ch.stream is not None:
+                out += ch.stream.timeouts
+        for eg in self.egress_results:
+            out += eg.timeouts
         return out
 
     def stage_seconds(self) -> dict[str, float]:

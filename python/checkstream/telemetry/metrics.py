@@ -25,6 +25,7 @@ checkstream_request_seconds                  histogram  endpoint
 checkstream_stage_latency_seconds            histogram  stage (ingress, midstream, egress, ...)
 checkstream_classifier_info                  gauge = 1  classifier, provider, version
 checkstream_classifier_calls_total           counter    classifier, outcome (ok, timeout, failed)
+checkstream_pattern_timeouts_total           counter    policy, rule, phase, resolution (fail_...)
 checkstream_policy_info                      gauge = 1  tenant, version (the set serving now)
 checkstream_policy_reloads_total             counter    tenant, outcome (ok, error)
 checkstream_policy_reload_errors_total       counter    tenant
@@ -57,6 +58,7 @@ __all__ = [
     "DECISIONS",
     "DEFAULT",
     "LATENCY_BUCKETS",
+    "PATTERN_TIMEOUTS",
     "POLICY_INFO",
     "POLICY_RELOADS",
     "POLICY_RELOAD_ERRORS",
@@ -127,6 +129,12 @@ class Metrics:
             "checkstream_classifier_calls", "Classifier calls by outcome.",
             ["classifier", "outcome"], registry=r,
         )  # fmt: skip
+        # Pattern scans (policy regexes) that ran out of CPU time, and how each resolved
+        # (fail_closed: the rule acted as if it matched; fail_open: as if it did not).
+        self.pattern_timeouts = Counter(
+            "checkstream_pattern_timeouts", "Pattern scans that ran out of time, by resolution.",
+            ["policy", "rule", "phase", "resolution"], registry=r,
+        )  # fmt: skip
         # Policies
         self.policy_info = Gauge(
             "checkstream_policy_info", "The policy set version serving now (value 1).",
@@ -180,6 +188,7 @@ RULE_HITS = DEFAULT.rule_hits
 STAGE_LATENCY = DEFAULT.stage_latency
 CLASSIFIER_INFO = DEFAULT.classifier_info
 CLASSIFIER_CALLS = DEFAULT.classifier_calls
+PATTERN_TIMEOUTS = DEFAULT.pattern_timeouts
 POLICY_INFO = DEFAULT.policy_info
 POLICY_RELOADS = DEFAULT.policy_reloads
 POLICY_RELOAD_ERRORS = DEFAULT.policy_reload_errors
