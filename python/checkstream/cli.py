@@ -15,6 +15,7 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "checkstream.audit.cli",
     "checkstream.classifiers.cli",
+    "checkstream.control.cli",
     "checkstream.policy.cli",
     "checkstream.proxy.cli",
     "checkstream.sidecar.cli",
