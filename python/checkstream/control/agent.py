@@ -22,6 +22,7 @@ control plane is unreachable.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -31,7 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
@@ -42,7 +43,7 @@ from checkstream.control.telemetry import AggregateMetrics, Heartbeat
 from checkstream.policy import PolicyStore
 from checkstream.policy.loader import RegistryLike
 
-__all__ = ["Agent", "PollResult", "current_path"]
+__all__ = ["Agent", "PollResult", "bootstrap", "current_path"]
 
 log = logging.getLogger("checkstream.control.agent")
 
@@ -244,3 +245,18 @@ class Agent:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def bootstrap(**agent_args: Any) -> PollResult:
+    """One poll from synchronous code (a node starting with nothing installed yet), on a private
+    event loop in a worker thread, so it works whether or not the caller runs a loop."""
+
+    async def once() -> PollResult:
+        agent = Agent(None, **agent_args)
+        try:
+            return await agent.poll_once()
+        finally:
+            await agent.aclose()
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="checkstream-agent") as pool:
+        return pool.submit(asyncio.run, once()).result()

@@ -63,7 +63,8 @@ class ProxyState:
         self.resolver = TenantResolver(config)
         self.registry = registry
         self.runtimes = {
-            t.name: TenantRuntime(t, registry=registry, metrics=self.metrics, transport=transport)
+            t.name: TenantRuntime(t, registry=registry, metrics=self.metrics, transport=transport,
+                                  control=config.control if t.name == "default" else None)
             for t in self.resolver.all()
         }
         self.decision_log = decision_log

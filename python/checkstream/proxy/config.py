@@ -177,6 +177,29 @@ class TelemetryConfig(_Model):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class ControlConfig(_Model):
+    """Policy sync from a control plane (``docs/control-plane.md``): the default tenant serves
+    ``policies_dir/current``, kept on the channel's latest signed bundle by an in-process agent
+    that also sends heartbeats with this node's aggregate telemetry (never any text)."""
+
+    url: str
+    node_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+    token_file: Path
+    """File holding this node's token (kept out of the config)."""
+    public_key: Path
+    """The control plane's Ed25519 public key (PEM), pinned: other signatures are refused."""
+    policies_dir: Path
+    channel: str = Field(default="stable", pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    interval: Duration = 30.0
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"control url must start with http:// or https://, got {v!r}")
+        return v.rstrip("/")
+
+
 class TenantConfig(_Model):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     api_keys: tuple[str, ...] = ()
@@ -193,9 +216,13 @@ class ProxyConfig(_Model):
     policies: PoliciesConfig = PoliciesConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
     tenants: tuple[TenantConfig, ...] = ()
+    control: ControlConfig | None = None
 
     @model_validator(mode="after")
     def _unique_tenants(self) -> ProxyConfig:
+        if self.control is not None and self.policies.path:
+            raise ValueError("policies.path: leave it out when control is set (the control "
+                             "plane supplies the default tenant's policies)")
         names: set[str] = set()
         prefixes: set[str] = set()
         keys: set[str] = set()
@@ -277,6 +304,11 @@ def config_from_mapping(
             t.model_copy(update={"policies": rebase(t.policies)}) if t.policies else t
             for t in cfg.tenants
         )
+        if cfg.control is not None:
+            c = cfg.control
+            updates["control"] = c.model_copy(update={
+                k: getattr(c, k) if getattr(c, k).is_absolute() else base_dir / getattr(c, k)
+                for k in ("token_file", "public_key", "policies_dir")})
         if cfg.telemetry.decision_log and not cfg.telemetry.decision_log.is_absolute():
             updates["telemetry"] = cfg.telemetry.model_copy(
                 update={"decision_log": base_dir / cfg.telemetry.decision_log}

@@ -3,6 +3,7 @@ backend client."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import checkstream
 from checkstream.engine import Guard
 from checkstream.policy import PolicySet, PolicyStore
 from checkstream.policy.errors import PolicyError
-from checkstream.proxy.config import ConfigError, PoliciesConfig
+from checkstream.proxy.config import ConfigError, ControlConfig, PoliciesConfig
 from checkstream.proxy.tenants import Tenant
 from checkstream.proxy.upstream import Upstream
 from checkstream.telemetry.metrics import Metrics
@@ -47,11 +48,16 @@ def policy_paths(cfg: PoliciesConfig) -> tuple[Path, ...]:
 
 class TenantRuntime:
     def __init__(self, tenant: Tenant, *, registry: Any | None, metrics: Metrics,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 control: ControlConfig | None = None) -> None:
         self.tenant = tenant
         self.registry = registry
         self.metrics = metrics
-        paths = policy_paths(tenant.policies)
+        self.control = control
+        self._agent: Any = None  # checkstream.control.Agent, started with the server
+        self._agent_task: asyncio.Task[None] | None = None
+        self._agent_stop = asyncio.Event()
+        paths = self._control_paths(control) if control else policy_paths(tenant.policies)
         for p in paths:
             if not p.exists():
                 raise ConfigError(f"policies.path: {p} does not exist (tenant {tenant.name!r})")
@@ -70,11 +76,40 @@ class TenantRuntime:
         self.metrics.policy_reloads.labels(tenant=self.tenant.name, outcome="ok").inc()
         self.metrics.set_policy_version(self.tenant.name, fresh.version)
 
+    def _agent_args(self, c: ControlConfig) -> dict[str, Any]:
+        try:
+            token = c.token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"control.token_file: cannot read {c.token_file}: {exc}") from None
+        return {"control_url": c.url, "node_id": c.node_id, "token": token,
+                "public_key": c.public_key, "policies_dir": c.policies_dir,
+                "channel": c.channel, "interval": c.interval, "registry": self.registry}
+
+    def _control_paths(self, c: ControlConfig) -> tuple[Path, ...]:
+        """``policies_dir/current``; a node with nothing installed yet fetches a bundle first."""
+        from checkstream.control.agent import bootstrap, current_path
+
+        current = current_path(c.policies_dir)
+        if not current.exists():
+            result = bootstrap(**self._agent_args(c))
+            if not current.exists():
+                raise ConfigError(f"control: no policy bundle installed in {c.policies_dir} and "
+                                  f"none fetched from {c.url} ({result.outcome}: {result.error})")
+        return (current,)
+
     def start(self) -> None:
         self.guard()  # load the set's classifiers now, not on the first request
         p = self.tenant.policies
         if p.hot_reload:
             self.store.start(interval_s=p.reload_interval, watch=True)
+        if self.control is not None:
+            from checkstream.control.agent import Agent
+            from checkstream.control.telemetry import MetricsSampler
+
+            self._agent = Agent(self.store, telemetry=MetricsSampler(self.metrics).sample,
+                                **self._agent_args(self.control))
+            self._agent_task = asyncio.get_running_loop().create_task(
+                self._agent.run(self._agent_stop))
 
     def guard(self) -> Guard:
         """The Guard for the set serving now; a request keeps it for its whole life."""
@@ -97,5 +132,9 @@ class TenantRuntime:
                 classifier=name, provider=str(c.provider), version=str(c.version)).set(1)
 
     async def aclose(self) -> None:
+        if self._agent_task is not None:
+            self._agent_stop.set()
+            await self._agent_task
+            await self._agent.aclose()
         self.store.stop()
         await self.upstream.aclose()
