@@ -5,6 +5,7 @@ The control plane never sees LLM traffic: nodes send it only their policy versio
 counts (requests, allow/redact/stop, latency percentiles, rule hits). See ``docs/control-plane.md``.
 """
 
+from checkstream.control.agent import Agent, PollResult, current_path
 from checkstream.control.bundle import (
     Bundle,
     BundleError,
@@ -13,11 +14,22 @@ from checkstream.control.bundle import (
     sign_bundle,
     verify_bundle,
 )
+from checkstream.control.server import create_app
+from checkstream.control.storage import ControlStore
+from checkstream.control.telemetry import AggregateMetrics, Heartbeat, MetricsSampler
 
 __all__ = [
+    "Agent",
+    "AggregateMetrics",
     "Bundle",
     "BundleError",
+    "ControlStore",
+    "Heartbeat",
+    "MetricsSampler",
+    "PollResult",
     "build_bundle",
+    "create_app",
+    "current_path",
     "load_bundle",
     "sign_bundle",
     "verify_bundle",

@@ -113,7 +113,7 @@ def fleet_html(view: dict[str, Any]) -> str:
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>checkstream fleet</title>"
         "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}"
         ".down{color:#a00}.drift,.outdated{background:#fff3cd}</style></head><body>"
-        f"<h1>checkstream fleet</h1><p>{s['nodes']} nodes: {s['up']} up, {s['degraded']} "
+        f"<h1>checkstream fleet</h1><p>{s['nodes']} node(s): {s['up']} up, {s['degraded']} "
         f"degraded, {s['down']} down; {s['outdated']} outdated, {s['drift']} drift. "
         f"Latest: {channels or 'no release yet'}. Generated {e(view['generated_at'])}.</p>"
         "<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in heads) + "</tr></thead>"
