@@ -37,7 +37,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackStack]:
     folder = write_policy(tmp_path_factory.mktemp("faults"), POLICY)
     config = {
         "server": {"max_body_bytes": 64 * 1024},
-        "backend": {"idle_timeout": "400ms", "retry": {"max_attempts": 3, "base_delay": "5ms",
+        # Generous enough that a loaded 2-core CI box never trips it by accident; the stall tests
+        # stall far longer (ReplayUpstream's stall_s).
+        "backend": {"idle_timeout": "2s", "retry": {"max_attempts": 3, "base_delay": "5ms",
                                                         "max_delay": "20ms"}},
     }
     with LoopbackStack(policies=folder, config=config) as s:
@@ -181,10 +183,11 @@ def test_client_disconnect_cancels_upstream(stack: LoopbackStack,
     with caplog.at_level(logging.INFO, logger="checkstream.proxy"):
         with httpx.stream("POST", stack.url + "/v1/chat/completions",
                           json={"model": "weather", "stream": True, "messages": MSG},
-                          headers={"x-replay-faults": '{"delay_ms": 100}'}) as r:
+                          headers={"x-replay-faults": '{"delay_ms": 250}'}) as r:
             for _ in r.iter_raw():
                 break  # read one piece, then hang up
-        deadline = time.monotonic() + 5
+        # The stream still has seconds to run (37 tokens x 250 ms): the abort must come from us.
+        deadline = time.monotonic() + 10
         while stack.replay.stats.streams_aborted == aborted and time.monotonic() < deadline:
             time.sleep(0.05)
     assert stack.replay.stats.streams_aborted == aborted + 1
