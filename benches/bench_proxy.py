@@ -4,6 +4,13 @@
   relay           client -> bare Python relay (Quart + Hypercorn + httpx, bytes copied) -> replay
   proxy-plumbing  client -> checkstream proxy, guardrails disabled (parse, re-emit) -> replay
   proxy-default   client -> checkstream proxy with the shipped default policy pack -> replay
+  litellm         client -> LiteLLM proxy (its own venv, --litellm-venv), no guardrails -> replay
+  litellm-filter  client -> LiteLLM proxy with its built-in litellm_content_filter guardrail
+                  (offline keywords + prebuilt regexes, pre_call + post_call) -> replay
+
+The two LiteLLM paths are optional peers: they run only with ``--litellm-venv DIR`` (a virtual
+environment where ``pip install 'litellm[proxy]'`` was run; never the project's), and are skipped
+with the reason printed otherwise or when the proxy does not start.
 
 Each server runs in its own process (uvloop), the client (httpx, asyncio) in this one. The replay
 stamps the monotonic send time of every event; a client chunk's latency is its arrival time minus
@@ -14,6 +21,7 @@ latency; flood runs (no pacing) give chunks/s and proxy CPU per 1000 chunks.
 
     .venv/bin/python benches/bench_proxy.py                 # 16 and 64 streams, ~1-2 minutes
     .venv/bin/python benches/bench_proxy.py --streams 16,64,256 --write benches/RESULTS.md
+    .venv/bin/python benches/bench_proxy.py --litellm-venv /tmp/litellm-venv   # + LiteLLM peers
 """
 
 from __future__ import annotations
@@ -21,13 +29,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import contextlib
 import json
 import multiprocessing as mp
 import os
 import platform
+import shutil
 import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -42,6 +54,50 @@ from _timing import index_percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENS = [" word"] * 4 + [" caf\u00e9", " data", " \u65e5\u672c", " stream"]
+TEXT = "".join(TOKENS * 8)  # the content each stream should deliver
+LITELLM_KEY = "sk-bench-0123456789abcdef"
+# LiteLLM's config: one OpenAI-compatible model on the replay; the client's x- headers (the
+# replay's per-request pacing and timing key) forwarded upstream; a master key, which its proxy
+# requires to start. No database, no callbacks.
+LITELLM_CONFIG = """\
+model_list:
+  - model_name: bench
+    litellm_params:
+      model: openai/bench
+      api_base: {upstream}/v1
+      api_key: sk-replay
+general_settings:
+  master_key: {key}
+  forward_client_headers_to_llm_api: true
+litellm_settings:
+  telemetry: false
+"""
+# Its built-in offline content filter, as its docs configure it: blocked keywords and prebuilt
+# regexes, on the request (pre_call) and on the streamed response (post_call, which holds back
+# the last 50 characters of each stream until they are scanned).
+LITELLM_FILTER = """\
+guardrails:
+  - guardrail_name: bench-filter
+    litellm_params:
+      guardrail: litellm_content_filter
+      mode: [pre_call, post_call]
+      default_on: true
+      blocked_words:
+        - keyword: forbidden-term
+          action: BLOCK
+        - keyword: internal-codename
+          action: BLOCK
+      patterns:
+        - pattern_type: prebuilt
+          pattern_name: us_ssn
+          action: MASK
+        - pattern_type: prebuilt
+          pattern_name: email
+          action: MASK
+        - pattern_type: prebuilt
+          pattern_name: visa
+          action: MASK
+"""
 
 
 # ------------------------------------------------------------------ servers (child processes)
@@ -117,8 +173,9 @@ def _serve(kind: str, upstream: str, port_q: Any) -> None:
 @dataclass
 class Server:
     kind: str
-    proc: Any
+    proc: Any  # multiprocessing.Process or subprocess.Popen: both have pid and terminate()
     url: str
+    headers: dict[str, str] = field(default_factory=dict)
 
     def cpu_seconds(self) -> float:
         with open(f"/proc/{self.proc.pid}/stat") as f:
@@ -142,16 +199,55 @@ def start(kind: str, upstream: str = "") -> Server:
     return Server(kind, proc, url)
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def start_litellm(venv: Path, upstream: str, guard: bool, workdir: Path) -> Server | str:
+    """LiteLLM's proxy (one uvicorn worker) on loopback, or the reason it did not start."""
+    exe = venv / "bin" / "litellm"
+    if not exe.exists():
+        return f"{exe} not found (pip install 'litellm[proxy]' into that venv)"
+    kind = "litellm-filter" if guard else "litellm"
+    cfg = workdir / f"{kind}.yaml"
+    text = LITELLM_CONFIG.format(upstream=upstream, key=LITELLM_KEY)
+    cfg.write_text(text + (LITELLM_FILTER if guard else ""))
+    port = _free_port()
+    log = workdir / f"{kind}.log"
+    env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
+           "LITELLM_LOCAL_MODEL_COST_MAP": "True", "NO_DOCS": "True"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(exe), "--config", str(cfg), "--host", "127.0.0.1",
+                                 "--port", str(port), "--num_workers", "1"],
+                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=workdir)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(url + "/health/liveliness", timeout=1).status_code == 200:
+                return Server(kind, proc, url, {"authorization": f"Bearer {LITELLM_KEY}"})
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    proc.terminate()
+    tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+    return f"{kind} did not start (exit {proc.poll()}): " + " | ".join(tail)
+
+
 # ------------------------------------------------------------------ client
 @dataclass
 class StreamResult:
     ttft: float
     latencies: list[float] = field(default_factory=list)
     chunks: int = 0
+    complete: bool = False  # no error, and the client got the whole text
 
 
 async def one_stream(client: httpx.AsyncClient, base: str, replay: str, interval_ms: float,
-                     events: int) -> StreamResult:
+                     headers: dict[str, str]) -> StreamResult:
     from checkstream.proxy.sse import SSEParser
 
     key = uuid.uuid4().hex
@@ -161,20 +257,14 @@ async def one_stream(client: httpx.AsyncClient, base: str, replay: str, interval
     t0 = time.monotonic()
     ttft = float("nan")
     arrivals: list[float] = []
-    async with client.stream("POST", base + "/v1/chat/completions", json=body,
-                             headers={"x-replay-faults": json.dumps(faults)}) as r:
-        async for raw in r.aiter_raw():
-            now = time.monotonic()
-            for ev in parser.feed(raw):
-                if ev.data.startswith("[DONE]"):
-                    continue
-                choices = json.loads(ev.data).get("choices") or []
-                if any((c.get("delta") or {}).get("content") for c in choices):
-                    arrivals.append(now)
-                    if ttft != ttft:
-                        ttft = now - t0
+    parts: list[str] = []
+    # A failed stream counts as incomplete instead of ending the run.
+    with contextlib.suppress(httpx.HTTPError):
+        await _read_stream(client, base, body, headers, faults, parser, arrivals, parts)
+    if arrivals:
+        ttft = arrivals[0] - t0
     sends = (await client.get(replay + f"/_replay/timings/{key}")).json()
-    res = StreamResult(ttft=ttft, chunks=len(arrivals))
+    res = StreamResult(ttft=ttft, chunks=len(arrivals), complete="".join(parts) == TEXT)
     for a in arrivals:
         i = bisect.bisect_right(sends, a) - 1
         if i >= 0:
@@ -182,12 +272,31 @@ async def one_stream(client: httpx.AsyncClient, base: str, replay: str, interval
     return res
 
 
-async def run_load(base: str, replay: str, n: int, interval_ms: float) -> tuple[
-        list[StreamResult], float]:
+async def _read_stream(client: httpx.AsyncClient, base: str, body: dict[str, Any],
+                       headers: dict[str, str], faults: dict[str, Any], parser: Any,
+                       arrivals: list[float], parts: list[str]) -> None:
+    async with client.stream("POST", base + "/v1/chat/completions", json=body,
+                             headers={**headers, "x-replay-faults": json.dumps(faults)}) as r:
+        r.raise_for_status()
+        async for raw in r.aiter_raw():
+            now = time.monotonic()
+            for ev in parser.feed(raw):
+                if ev.data.startswith("[DONE]"):
+                    continue
+                choices = json.loads(ev.data).get("choices") or []
+                text = "".join((c.get("delta") or {}).get("content") or "" for c in choices)
+                if text:
+                    arrivals.append(now)
+                    parts.append(text)
+
+
+async def run_load(base: str, replay: str, n: int, interval_ms: float,
+                   headers: dict[str, str] | None = None) -> tuple[list[StreamResult], float]:
     limits = httpx.Limits(max_connections=n + 8, max_keepalive_connections=n + 8)
     async with httpx.AsyncClient(timeout=httpx.Timeout(120.0), limits=limits) as client:
         t0 = time.monotonic()
-        results = await asyncio.gather(*(one_stream(client, base, replay, interval_ms, 0)
+        results = await asyncio.gather(*(one_stream(client, base, replay, interval_ms,
+                                                    headers or {})
                                          for _ in range(n)))
         return list(results), time.monotonic() - t0
 
@@ -198,6 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interval-ms", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=3, help="paced rounds per path (median)")
     ap.add_argument("--write", help="append/replace the proxy section of this RESULTS.md")
+    ap.add_argument("--litellm-venv", type=Path,
+                    help="venv with litellm[proxy] installed: adds the litellm and "
+                         "litellm-filter paths (skipped when not given)")
+    ap.add_argument("--no-litellm-filter", action="store_true",
+                    help="with --litellm-venv, measure LiteLLM without guardrails only")
     args = ap.parse_args(argv)
     counts = [int(x) for x in args.streams.split(",")]
     try:
@@ -211,26 +325,45 @@ def main(argv: list[str] | None = None) -> int:
     servers = {"direct": replay, "relay": start("relay", replay.url),
                "proxy-plumbing": start("proxy-plumbing", replay.url),
                "proxy-default": start("proxy-default", replay.url)}
+    skipped: list[str] = []
+    workdir = Path(tempfile.mkdtemp(prefix="bench-litellm-"))
+    if args.litellm_venv is None:
+        skipped.append("litellm: skipped (no --litellm-venv given)")
+    else:
+        for guard in (False, True) if not args.no_litellm_filter else (False,):
+            got = start_litellm(args.litellm_venv.resolve(), replay.url, guard, workdir)
+            if isinstance(got, str):
+                skipped.append(got)
+            else:
+                servers[got.kind] = got
+    for line in skipped:
+        print(line, flush=True)
     rows: list[dict[str, Any]] = []
     try:
         for n in counts:
             for srv in servers.values():  # warm every path (connections, caches, JIT-free)
-                asyncio.run(run_load(srv.url, replay.url, min(n, 4), args.interval_ms))
+                asyncio.run(run_load(srv.url, replay.url, min(n, 4), args.interval_ms,
+                                     srv.headers))
             # Paths alternate within each round, so that a noisy moment on a shared machine
             # hits all of them; each figure is the median over the rounds.
             paced: dict[str, list[tuple[float, float, float]]] = {p: [] for p in servers}
+            short: dict[str, int] = {p: 0 for p in servers}
             for _ in range(args.rounds):
                 for path, srv in servers.items():
-                    res, _wall = asyncio.run(run_load(srv.url, replay.url, n, args.interval_ms))
+                    res, _wall = asyncio.run(run_load(srv.url, replay.url, n, args.interval_ms,
+                                                      srv.headers))
                     lat = [x for r in res for x in r.latencies]
+                    ttfts = [r.ttft for r in res if r.ttft == r.ttft] or [float("nan")]
+                    short[path] += sum(not r.complete for r in res)
                     paced[path].append((index_percentile(lat, 0.50) * 1e3,
                                         index_percentile(lat, 0.99) * 1e3,
-                                        statistics.median(r.ttft for r in res) * 1e3))
+                                        statistics.median(ttfts) * 1e3))
             for path, srv in servers.items():
                 cpu0 = srv.cpu_seconds() if path != "direct" else 0.0
-                flood, wall = asyncio.run(run_load(srv.url, replay.url, n, 0.0))
+                flood, wall = asyncio.run(run_load(srv.url, replay.url, n, 0.0, srv.headers))
                 cpu = (srv.cpu_seconds() - cpu0) if path != "direct" else float("nan")
                 chunks = sum(r.chunks for r in flood)
+                short[path] += sum(not r.complete for r in flood)
                 rows.append({
                     "streams": n, "path": path,
                     "p50_ms": statistics.median(x[0] for x in paced[path]),
@@ -238,23 +371,27 @@ def main(argv: list[str] | None = None) -> int:
                     "ttft_ms": statistics.median(x[2] for x in paced[path]),
                     "chunks_s": chunks / wall,
                     "cpu_ms_per_1k": cpu / max(chunks, 1) * 1e6 if cpu == cpu else float("nan"),
+                    "short": short[path], "runs": n * (args.rounds + 1),
                 })
                 r = rows[-1]
                 print(f"n={n:4d} {path:15s} chunk p50 {r['p50_ms']:7.3f} ms  p99 "
                       f"{r['p99_ms']:7.3f} ms  TTFT {r['ttft_ms']:7.1f} ms  "
-                      f"{r['chunks_s']:8.0f} chunks/s  CPU {r['cpu_ms_per_1k']:6.1f} ms/1k chunks",
+                      f"{r['chunks_s']:8.0f} chunks/s  CPU {r['cpu_ms_per_1k']:6.1f} ms/1k chunks  "
+                      f"incomplete {r['short']}/{r['runs']}",
                       flush=True)
     finally:
         for srv in servers.values():
             srv.proc.terminate()
-    table = render(rows, counts, args)
+        shutil.rmtree(workdir, ignore_errors=True)
+    table = render(rows, counts, args, skipped)
     print(table)
     if args.write:
         replace_section(Path(args.write), "## Proxy (benches/bench_proxy.py)", table)
     return 0
 
 
-def render(rows: list[dict[str, Any]], counts: list[int], args: argparse.Namespace) -> str:
+def render(rows: list[dict[str, Any]], counts: list[int], args: argparse.Namespace,
+           skipped: list[str] | None = None) -> str:
     cmd = ".venv/bin/python benches/bench_proxy.py " + " ".join(
         a if a != args.write else "benches/RESULTS.md" for a in sys.argv[1:])
     lines = [
@@ -271,11 +408,12 @@ def render(rows: list[dict[str, Any]], counts: list[int], args: argparse.Namespa
         "Per-chunk latency = client arrival - replay send time of the triggering upstream event "
         "(includes the relay hop; the holdback's wait is not counted). Added = path - direct. "
         "TTFT includes the holdback (16 tokens x interval for proxy-default). chunks/s and CPU "
-        "(server process, per 1000 client chunks) from unpaced flood runs.",
+        "(server process, per 1000 client chunks) from unpaced flood runs. Incomplete streams: "
+        "streams (paced and flood, all rounds) that failed or did not deliver the whole text.",
         "",
         "| streams | path | chunk p50 ms | chunk p99 ms | added p50 ms | added p99 ms | TTFT ms "
-        "| chunks/s | CPU ms/1k chunks |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| chunks/s | CPU ms/1k chunks | incomplete streams |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     ratios = []
     for n in counts:
@@ -284,7 +422,8 @@ def render(rows: list[dict[str, Any]], counts: list[int], args: argparse.Namespa
             lines.append(
                 f"| {n} | {r['path']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
                 f"{r['p50_ms'] - base['p50_ms']:.3f} | {r['p99_ms'] - base['p99_ms']:.3f} | "
-                f"{r['ttft_ms']:.1f} | {r['chunks_s']:.0f} | {r['cpu_ms_per_1k']:.1f} |")
+                f"{r['ttft_ms']:.1f} | {r['chunks_s']:.0f} | {r['cpu_ms_per_1k']:.1f} | "
+                f"{r['short']}/{r['runs']} |")
         relay = next(r for r in rows if r["streams"] == n and r["path"] == "relay")
         plumb = next(r for r in rows if r["streams"] == n and r["path"] == "proxy-plumbing")
         ra = relay["p99_ms"] - base["p99_ms"]
@@ -292,7 +431,7 @@ def render(rows: list[dict[str, Any]], counts: list[int], args: argparse.Namespa
         ratio = pa / ra if ra > 0 else float("nan")
         ratios.append(f"{n} streams: proxy plumbing added p99 {pa:.3f} ms vs bare relay "
                       f"{ra:.3f} ms (ratio {ratio:.2f}).")
-    lines += ["", *ratios, ""]
+    lines += ["", *ratios, *(skipped or []), ""]
     return "\n".join(lines) + "\n"
 
 
