@@ -29,6 +29,8 @@ from pydantic import (
     model_validator,
 )
 
+from checkstream._validation import error_lines
+
 ENV_VARS: frozenset[str] = frozenset(
     {
         "BACKEND_URL",
@@ -245,10 +247,7 @@ class ProxyConfig(_Model):
 
 
 def _format_errors(exc: ValidationError, source: str) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"  {loc}: {err['msg']}")
+    lines = [f"  {loc}: {msg}" for loc, msg in error_lines(exc)]
     return f"invalid proxy configuration in {source}:\n" + "\n".join(lines)
 
 

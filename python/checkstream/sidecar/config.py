@@ -19,6 +19,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from checkstream._validation import error_lines
+
 
 class SidecarConfigError(ValueError):
     """A sidecar configuration that cannot be used; the message names the file and field."""
@@ -147,11 +149,7 @@ class EngineOptions(_Model):
 
 
 def _format(err: ValidationError, source: str) -> str:
-    parts = []
-    for item in err.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        parts.append(f"{source}: {where}: {item['msg']}")
-    return "\n".join(parts)
+    return "\n".join(f"{source}: {where}: {msg}" for where, msg in error_lines(err))
 
 
 def parse_sidecar_config(data: Any, source: str = "sidecar config") -> SidecarConfig:
