@@ -211,27 +211,13 @@ class Guard:
         sg = self.stream(ctx)
         first = sg.feed(text)
         last = sg.finish()
-        return OutputResult(
-            first.text + last.text,
-            sg.stopped,
-            sg.stop_message,
-            list(sg.hits),
-            list(sg.checks),
-            list(sg.timeouts),
-        )
+        return _output_result(sg, first.text + last.text)
 
     async def acheck_output(self, text: str, ctx: RequestContext) -> OutputResult:
         sg = self.stream(ctx)
         first = await sg.afeed(text)
         last = await sg.afinish()
-        return OutputResult(
-            first.text + last.text,
-            sg.stopped,
-            sg.stop_message,
-            list(sg.hits),
-            list(sg.checks),
-            list(sg.timeouts),
-        )
+        return _output_result(sg, first.text + last.text)
 
     # ---- egress
 
@@ -341,6 +327,18 @@ class Guard:
                     if notifier is None:
                         notifier = default_notifier()
                     notifier.submit(action, hit, ctx, self.policy_set.version)
+
+
+def _output_result(sg: StreamGuard, text: str) -> OutputResult:
+    """A whole-output check's result, once ``sg`` has released ``text`` and finished."""
+    return OutputResult(
+        text,
+        sg.stopped,
+        sg.stop_message,
+        list(sg.hits),
+        list(sg.checks),
+        list(sg.timeouts),
+    )
 
 
 def _fire_whole(
