@@ -24,6 +24,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,12 +81,17 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = MAX_BUNDLE_BYTES
     key_id = public_key_id(signing_key.public_key())
 
-    def auth_failed(exc: AuthError) -> Response:
-        # /fleet is for browsers: offer Basic auth so they prompt for the admin token.
-        scheme = 'Basic realm="checkstream"' if request.path == "/fleet" else "Bearer"
-        if exc.status == 401:
-            return _error(401, "unauthorized", str(exc), WWW_Authenticate=scheme)
-        return _error(403, "forbidden", str(exc))
+    def refused(check: Callable[..., object], *args: str) -> Response | None:
+        """The 401/403 answer when the request's Authorization fails ``check``, else None."""
+        try:
+            check(request.headers.get("Authorization"), *args)
+        except AuthError as exc:
+            # /fleet is for browsers: offer Basic auth so they prompt for the admin token.
+            scheme = 'Basic realm="checkstream"' if request.path == "/fleet" else "Bearer"
+            if exc.status == 401:
+                return _error(401, "unauthorized", str(exc), WWW_Authenticate=scheme)
+            return _error(403, "forbidden", str(exc))
+        return None
 
     def bundle_response(version: str) -> Response:
         etag = f'"{version}"'
@@ -104,10 +110,8 @@ def create_app(
 
     @app.post("/v1/bundles")
     async def upload() -> Response:
-        try:
-            tokens.admin(request.headers.get("Authorization"))
-        except AuthError as exc:
-            return auth_failed(exc)
+        if (denied := refused(tokens.admin)) is not None:
+            return denied
         channel = request.args.get("channel", "stable")
         if not CHANNEL.match(channel):
             return _error(400, "bad_channel", f"channel {channel!r} is not a channel name")
@@ -137,10 +141,8 @@ def create_app(
 
     @app.get("/v1/bundles/latest")
     async def latest() -> Response:
-        try:
-            tokens.reader(request.headers.get("Authorization"))
-        except AuthError as exc:
-            return auth_failed(exc)
+        if (denied := refused(tokens.reader)) is not None:
+            return denied
         channel = request.args.get("channel", "stable")
         if not CHANNEL.match(channel):
             return _error(400, "bad_channel", f"channel {channel!r} is not a channel name")
@@ -151,10 +153,8 @@ def create_app(
 
     @app.get("/v1/bundles/<version>")
     async def one_bundle(version: str) -> Response:
-        try:
-            tokens.reader(request.headers.get("Authorization"))
-        except AuthError as exc:
-            return auth_failed(exc)
+        if (denied := refused(tokens.reader)) is not None:
+            return denied
         if not VERSION.match(version):
             return _error(400, "bad_version", "a bundle version is 64 lowercase hex digits")
         return bundle_response(version)
@@ -163,10 +163,8 @@ def create_app(
     async def heartbeat(node_id: str) -> Response:
         if not NODE_ID.match(node_id):
             return _error(400, "bad_node_id", f"{node_id[:64]!r} is not a node id")
-        try:
-            tokens.node(request.headers.get("Authorization"), node_id)
-        except AuthError as exc:
-            return auth_failed(exc)
+        if (denied := refused(tokens.node, node_id)) is not None:
+            return denied
         raw = await request.get_data(cache=False, as_text=False)
         assert isinstance(raw, bytes)
         if len(raw) > 256 * 1024:
@@ -190,27 +188,21 @@ def create_app(
 
     @app.get("/v1/fleet")
     async def fleet() -> Response:
-        try:
-            tokens.admin(request.headers.get("Authorization"))
-        except AuthError as exc:
-            return auth_failed(exc)
+        if (denied := refused(tokens.admin)) is not None:
+            return denied
         return _json(fleet_view(store, down_after=down_after))
 
     @app.get("/fleet")
     async def fleet_page() -> Response:
-        try:
-            tokens.admin(request.headers.get("Authorization"))
-        except AuthError as exc:
-            return auth_failed(exc)
+        if (denied := refused(tokens.admin)) is not None:
+            return denied
         page = fleet_html(fleet_view(store, down_after=down_after))
         return Response(page, content_type="text/html; charset=utf-8")
 
     @app.get("/v1/evidence/export")
     async def export() -> Response:
-        try:
-            tokens.admin(request.headers.get("Authorization"))
-        except AuthError as exc:
-            return auth_failed(exc)
+        if (denied := refused(tokens.admin)) is not None:
+            return denied
         bounds: dict[str, float | None] = {}
         for name in ("since", "until"):
             text = request.args.get(name)
