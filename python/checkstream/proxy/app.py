@@ -36,6 +36,7 @@ from checkstream.proxy.codecs.openai_chat import OpenAIChatCodec
 from checkstream.proxy.config import ConfigError, ProxyConfig
 from checkstream.proxy.guarding import GuardSession
 from checkstream.proxy.runtime import TenantRuntime
+from checkstream.proxy.server import tune_gc
 from checkstream.proxy.sse import SSEError, SSEParser
 from checkstream.proxy.tenants import TenantError, TenantResolver
 from checkstream.proxy.upstream import UpstreamError, UpstreamResponse, UpstreamStreamError
@@ -129,6 +130,7 @@ def create_app(config: ProxyConfig, *, registry: Any | None = None,
     async def _start() -> None:
         for rt in state.runtimes.values():
             rt.start()
+        tune_gc()
         state.ready = True
 
     @app.after_serving
