@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import regex
 
 from checkstream.engine import ChatMessage, Guard, RequestContext, StreamGuard
@@ -291,16 +290,10 @@ def test_other_threads_cpu_does_not_time_out_a_cheap_scan() -> None:
     for t in threads:
         t.start()
     try:
-        raw = 0
-        ours = 0
-        for _ in range(10):
-            try:
-                regex.compile(EVIL, regex.V1).search(text, timeout=0.004)
-            except TimeoutError:
-                raw += 1
-            ours += scan_pattern(_leaf(EVIL, 4), text, "egress")[1] is not None
-        if raw == 0:
-            pytest.skip("no CPU ran beside the scan here; nothing to show")
+        # On a machine with a spare core the regex module's own (process-clock) timeout fires
+        # here spuriously; ours, measured on the scanning thread's clock, must never.
+        ours = sum(scan_pattern(_leaf(EVIL, 4), text, "egress")[1] is not None
+                   for _ in range(10))
         assert ours == 0
     finally:
         stop.set()
