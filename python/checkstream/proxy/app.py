@@ -470,22 +470,27 @@ async def _stream_response(state: ProxyState, codec: Codec, session: GuardSessio
     translator = codec.translator(session, body)
     parser = SSEParser()
 
+    # Policy time per upstream read; nothing to observe when the policies are off.
+    observe = m.guard_seconds.observe if session.guard is not None else None
+
     async def translated() -> AsyncGenerator[bytes, None]:
         """Client bytes; raises on upstream failure (the caller turns it into an event)."""
+        on_event = translator.on_event
         async for chunk in up.chunks():
             # Everything one upstream read produced goes out as one write.
             pending: list[bytes] = []
+            g0 = session.guard_seconds
             try:
                 for ev in parser.feed(chunk):
-                    g0 = session.guard_seconds
-                    pending += await translator.on_event(ev)
-                    m.guard_seconds.observe(session.guard_seconds - g0)
+                    pending += await on_event(ev)
                     if translator.done:
                         break
             except (SSEError, UpstreamProtocolError):
                 if pending:  # released text is final: deliver it before the error
                     yield b"".join(pending)
                 raise
+            if observe is not None:
+                observe(session.guard_seconds - g0)
             if pending:
                 yield b"".join(pending)
             if translator.done:
