@@ -15,8 +15,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 _NEWLINE = re.compile(r"\r\n|\r|\n")
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+# For what orjson refuses (integers beyond 64 bits, lone surrogates, non-string keys): escaped
+# ASCII keeps the event valid UTF-8 whatever the upstream put in a string.
+_FALLBACK_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
 
 MAX_EVENT_BYTES = 8 * 1024 * 1024
 """A single event larger than this is treated as a broken upstream, not buffered forever."""
@@ -147,12 +151,21 @@ class SSEParser:
 
 
 def encode_event(data: str | Any, event: str | None = None) -> bytes:
-    """One SSE event; ``data`` that is not a string is serialised as compact JSON."""
-    if not isinstance(data, str):
-        data = _ENCODER.encode(data)
-    head = f"event: {event}\n" if event else ""
-    body = "".join(f"data: {line}\n" for line in data.split("\n"))
-    return f"{head}{body}\n".encode()
+    """One SSE event; ``data`` that is not a string is serialised as compact JSON.
+
+    Every emitted chunk passes through here, so JSON goes through orjson (about a tenth of the
+    standard encoder's time on a chat chunk); its output is the same compact UTF-8 JSON.
+    """
+    head = f"event: {event}\n".encode() if event else b""
+    if isinstance(data, str):
+        body = "".join(f"data: {line}\n" for line in data.split("\n"))
+        return head + body.encode() + b"\n"
+    try:
+        payload = orjson.dumps(data)
+    except TypeError:  # orjson.JSONEncodeError
+        payload = _FALLBACK_ENCODER.encode(data).encode()
+    # Compact JSON holds no raw newline (they are escaped inside strings): one data line.
+    return head + b"data: " + payload + b"\n\n"
 
 
 def encode_comment(text: str) -> bytes:
