@@ -19,7 +19,15 @@ holdback's deliberate wait is not counted as plumbing cost; time to first token 
 measured separately and does include it. Paced runs (one event every --interval-ms) give
 latency; flood runs (no pacing) give chunks/s and proxy CPU per 1000 chunks.
 
-    .venv/bin/python benches/bench_proxy.py                 # 16 and 64 streams, ~1-2 minutes
+Arrival (``--arrival``): ``staggered`` starts stream i at i/N of one interval, so the N streams'
+chunks interleave as independent users' streams do; ``aligned`` starts them all at once, so every
+interval brings a burst of N chunks at the same instant (the worst case: a chunk's latency then
+includes draining the whole burst, i.e. N x the per-chunk cost). ``both`` (the default) runs
+each. CPU pinning (``--pin``, on by default where there are >= 2 CPUs): the client and the replay
+run on the first CPU, every server under test on the second, so that the path being measured
+does not share its core with the load generator (a proxy is deployed on its own cores).
+
+    .venv/bin/python benches/bench_proxy.py                 # 16 and 64 streams, ~3-4 minutes
     .venv/bin/python benches/bench_proxy.py --streams 16,64,256 --write benches/RESULTS.md
     .venv/bin/python benches/bench_proxy.py --litellm-venv /tmp/litellm-venv   # + LiteLLM peers
 """
@@ -100,6 +108,16 @@ guardrails:
 """
 
 
+# ------------------------------------------------------------------ CPU pinning
+CLIENT_CPU, SERVER_CPU = 0, 1
+
+
+def pin(cpu: int | None) -> None:
+    """Bind this process (and the threads it starts later) to one CPU; None leaves it free."""
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {cpu})
+
+
 # ------------------------------------------------------------------ servers (child processes)
 def _relay_app(upstream: str) -> Any:
     from quart import Quart, Response, request
@@ -133,7 +151,8 @@ def _relay_app(upstream: str) -> Any:
     return app
 
 
-def _serve(kind: str, upstream: str, port_q: Any) -> None:
+def _serve(kind: str, upstream: str, port_q: Any, cpu: int | None = None) -> None:
+    pin(cpu)  # first, so that every thread the server starts inherits it
     from hypercorn.asyncio import serve
 
     from checkstream.proxy.server import hypercorn_config, new_event_loop
@@ -183,10 +202,10 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start(kind: str, upstream: str = "") -> Server:
+def start(kind: str, upstream: str = "", cpu: int | None = None) -> Server:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    proc = ctx.Process(target=_serve, args=(kind, upstream, q), daemon=True)
+    proc = ctx.Process(target=_serve, args=(kind, upstream, q, cpu), daemon=True)
     proc.start()
     port = q.get(timeout=60)
     url = f"http://127.0.0.1:{port}"
@@ -206,7 +225,8 @@ def _free_port() -> int:
         return port
 
 
-def start_litellm(venv: Path, upstream: str, guard: bool, workdir: Path) -> Server | str:
+def start_litellm(venv: Path, upstream: str, guard: bool, workdir: Path,
+                  cpu: int | None = None) -> Server | str:
     """LiteLLM's proxy (one uvicorn worker) on loopback, or the reason it did not start."""
     exe = venv / "bin" / "litellm"
     if not exe.exists():
@@ -222,7 +242,8 @@ def start_litellm(venv: Path, upstream: str, guard: bool, workdir: Path) -> Serv
     with open(log, "wb") as out:
         proc = subprocess.Popen([str(exe), "--config", str(cfg), "--host", "127.0.0.1",
                                  "--port", str(port), "--num_workers", "1"],
-                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=workdir)
+                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=workdir,
+                                preexec_fn=(lambda: pin(cpu)) if cpu is not None else None)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -247,9 +268,11 @@ class StreamResult:
 
 
 async def one_stream(client: httpx.AsyncClient, base: str, replay: str, interval_ms: float,
-                     headers: dict[str, str]) -> StreamResult:
+                     headers: dict[str, str], offset_s: float = 0.0) -> StreamResult:
     from checkstream.proxy.sse import SSEParser
 
+    if offset_s:
+        await asyncio.sleep(offset_s)
     key = uuid.uuid4().hex
     faults = {"key": key, "delay_ms": interval_ms}
     body = {"model": "bench", "stream": True, "messages": [{"role": "user", "content": "go"}]}
@@ -291,13 +314,16 @@ async def _read_stream(client: httpx.AsyncClient, base: str, body: dict[str, Any
 
 
 async def run_load(base: str, replay: str, n: int, interval_ms: float,
-                   headers: dict[str, str] | None = None) -> tuple[list[StreamResult], float]:
+                   headers: dict[str, str] | None = None,
+                   staggered: bool = False) -> tuple[list[StreamResult], float]:
+    """N concurrent streams; staggered: stream i starts i/N of an interval after the first."""
     limits = httpx.Limits(max_connections=n + 8, max_keepalive_connections=n + 8)
     async with httpx.AsyncClient(timeout=httpx.Timeout(120.0), limits=limits) as client:
         t0 = time.monotonic()
+        step = interval_ms / 1000 / n if staggered else 0.0
         results = await asyncio.gather(*(one_stream(client, base, replay, interval_ms,
-                                                    headers or {})
-                                         for _ in range(n)))
+                                                    headers or {}, i * step)
+                                         for i in range(n)))
         return list(results), time.monotonic() - t0
 
 
@@ -306,6 +332,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--streams", default="16,64")
     ap.add_argument("--interval-ms", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=3, help="paced rounds per path (median)")
+    ap.add_argument("--arrival", choices=("staggered", "aligned", "both"), default="both",
+                    help="stream start times: spread over one interval, all at once, or each")
+    ap.add_argument("--pin", action=argparse.BooleanOptionalAction,
+                    default=(os.cpu_count() or 1) >= 2,
+                    help="client + replay on CPU 0, servers under test on CPU 1")
     ap.add_argument("--write", help="append/replace the proxy section of this RESULTS.md")
     ap.add_argument("--litellm-venv", type=Path,
                     help="venv with litellm[proxy] installed: adds the litellm and "
@@ -314,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --litellm-venv, measure LiteLLM without guardrails only")
     args = ap.parse_args(argv)
     counts = [int(x) for x in args.streams.split(",")]
+    arrivals = ["staggered", "aligned"] if args.arrival == "both" else [args.arrival]
+    client_cpu, server_cpu = (CLIENT_CPU, SERVER_CPU) if args.pin else (None, None)
+    pin(client_cpu)
     try:
         import uvloop
 
@@ -321,17 +355,18 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
 
-    replay = start("replay")
-    servers = {"direct": replay, "relay": start("relay", replay.url),
-               "proxy-plumbing": start("proxy-plumbing", replay.url),
-               "proxy-default": start("proxy-default", replay.url)}
+    replay = start("replay", cpu=client_cpu)
+    servers = {"direct": replay, "relay": start("relay", replay.url, server_cpu),
+               "proxy-plumbing": start("proxy-plumbing", replay.url, server_cpu),
+               "proxy-default": start("proxy-default", replay.url, server_cpu)}
     skipped: list[str] = []
     workdir = Path(tempfile.mkdtemp(prefix="bench-litellm-"))
     if args.litellm_venv is None:
         skipped.append("litellm: skipped (no --litellm-venv given)")
     else:
         for guard in (False, True) if not args.no_litellm_filter else (False,):
-            got = start_litellm(args.litellm_venv.resolve(), replay.url, guard, workdir)
+            got = start_litellm(args.litellm_venv.resolve(), replay.url, guard, workdir,
+                                server_cpu)
             if isinstance(got, str):
                 skipped.append(got)
             else:
@@ -344,56 +379,68 @@ def main(argv: list[str] | None = None) -> int:
             for srv in servers.values():  # warm every path (connections, caches, JIT-free)
                 asyncio.run(run_load(srv.url, replay.url, min(n, 4), args.interval_ms,
                                      srv.headers))
-            # Paths alternate within each round, so that a noisy moment on a shared machine
-            # hits all of them; each figure is the median over the rounds.
-            paced: dict[str, list[tuple[float, float, float]]] = {p: [] for p in servers}
-            short: dict[str, int] = {p: 0 for p in servers}
-            for _ in range(args.rounds):
-                for path, srv in servers.items():
-                    res, _wall = asyncio.run(run_load(srv.url, replay.url, n, args.interval_ms,
-                                                      srv.headers))
-                    lat = [x for r in res for x in r.latencies]
-                    ttfts = [r.ttft for r in res if r.ttft == r.ttft] or [float("nan")]
-                    short[path] += sum(not r.complete for r in res)
-                    paced[path].append((index_percentile(lat, 0.50) * 1e3,
-                                        index_percentile(lat, 0.99) * 1e3,
-                                        statistics.median(ttfts) * 1e3))
+            for arrival in arrivals:
+                rows += _paced_rows(servers, replay, n, arrival, args)
             for path, srv in servers.items():
                 cpu0 = srv.cpu_seconds() if path != "direct" else 0.0
                 flood, wall = asyncio.run(run_load(srv.url, replay.url, n, 0.0, srv.headers))
                 cpu = (srv.cpu_seconds() - cpu0) if path != "direct" else float("nan")
                 chunks = sum(r.chunks for r in flood)
-                short[path] += sum(not r.complete for r in flood)
-                rows.append({
-                    "streams": n, "path": path,
-                    "p50_ms": statistics.median(x[0] for x in paced[path]),
-                    "p99_ms": statistics.median(x[1] for x in paced[path]),
-                    "ttft_ms": statistics.median(x[2] for x in paced[path]),
-                    "chunks_s": chunks / wall,
-                    "cpu_ms_per_1k": cpu / max(chunks, 1) * 1e6 if cpu == cpu else float("nan"),
-                    "short": short[path], "runs": n * (args.rounds + 1),
-                })
-                r = rows[-1]
-                print(f"n={n:4d} {path:15s} chunk p50 {r['p50_ms']:7.3f} ms  p99 "
-                      f"{r['p99_ms']:7.3f} ms  TTFT {r['ttft_ms']:7.1f} ms  "
-                      f"{r['chunks_s']:8.0f} chunks/s  CPU {r['cpu_ms_per_1k']:6.1f} ms/1k chunks  "
-                      f"incomplete {r['short']}/{r['runs']}",
-                      flush=True)
+                for r in rows:
+                    if r["streams"] == n and r["path"] == path:
+                        r["chunks_s"] = chunks / wall
+                        r["cpu_ms_per_1k"] = (cpu / max(chunks, 1) * 1e6 if cpu == cpu
+                                              else float("nan"))
+                        r["short"] += sum(not x.complete for x in flood)
+                        r["runs"] += n
+            for r in (r for r in rows if r["streams"] == n):
+                print(f"n={n:4d} {r['arrival']:9s} {r['path']:15s} chunk p50 {r['p50_ms']:7.3f} "
+                      f"ms  p99 {r['p99_ms']:7.3f} ms  TTFT {r['ttft_ms']:7.1f} ms  "
+                      f"{r['chunks_s']:8.0f} chunks/s  CPU {r['cpu_ms_per_1k']:6.1f} ms/1k "
+                      f"chunks  incomplete {r['short']}/{r['runs']}", flush=True)
     finally:
         for srv in servers.values():
             srv.proc.terminate()
         shutil.rmtree(workdir, ignore_errors=True)
-    table = render(rows, counts, args, skipped)
+    table = render(rows, counts, arrivals, args, skipped)
     print(table)
     if args.write:
         replace_section(Path(args.write), "## Proxy (benches/bench_proxy.py)", table)
     return 0
 
 
-def render(rows: list[dict[str, Any]], counts: list[int], args: argparse.Namespace,
-           skipped: list[str] | None = None) -> str:
+def _paced_rows(servers: dict[str, Server], replay: Server, n: int, arrival: str,
+                args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Latency rows of one arrival pattern: paths alternate within each round, so that a noisy
+    moment on a shared machine hits all of them; each figure is the median over the rounds."""
+    paced: dict[str, list[tuple[float, float, float]]] = {p: [] for p in servers}
+    short: dict[str, int] = {p: 0 for p in servers}
+    for _ in range(args.rounds):
+        for path, srv in servers.items():
+            res, _wall = asyncio.run(run_load(srv.url, replay.url, n, args.interval_ms,
+                                              srv.headers, staggered=arrival == "staggered"))
+            lat = [x for r in res for x in r.latencies]
+            ttfts = [r.ttft for r in res if r.ttft == r.ttft] or [float("nan")]
+            short[path] += sum(not r.complete for r in res)
+            paced[path].append((index_percentile(lat, 0.50) * 1e3,
+                                index_percentile(lat, 0.99) * 1e3,
+                                statistics.median(ttfts) * 1e3))
+    return [{
+        "streams": n, "arrival": arrival, "path": path,
+        "p50_ms": statistics.median(x[0] for x in paced[path]),
+        "p99_ms": statistics.median(x[1] for x in paced[path]),
+        "ttft_ms": statistics.median(x[2] for x in paced[path]),
+        "chunks_s": float("nan"), "cpu_ms_per_1k": float("nan"),
+        "short": short[path], "runs": n * args.rounds,
+    } for path in servers]
+
+
+def render(rows: list[dict[str, Any]], counts: list[int], arrivals: list[str],
+           args: argparse.Namespace, skipped: list[str] | None = None) -> str:
     cmd = ".venv/bin/python benches/bench_proxy.py " + " ".join(
         a if a != args.write else "benches/RESULTS.md" for a in sys.argv[1:])
+    pinning = ("client and replay pinned to CPU 0, each server to CPU 1" if args.pin
+               else "no CPU pinning")
     lines = [
         "## Proxy (benches/bench_proxy.py)",
         "",
@@ -401,36 +448,43 @@ def render(rows: list[dict[str, Any]], counts: list[int], args: argparse.Namespa
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs (shared with other jobs), "
         f"Python {platform.python_version()}; servers in separate processes on loopback, "
-        f"uvloop; paced upstream: one chat chunk every {args.interval_ms:g} ms, "
+        f"uvloop, {pinning}; paced upstream: one chat chunk every {args.interval_ms:g} ms, "
         f"{len(TOKENS) * 8} content chunks per stream; latency figures are medians over "
         f"{args.rounds} rounds with the paths interleaved.",
         "",
         "Per-chunk latency = client arrival - replay send time of the triggering upstream event "
-        "(includes the relay hop; the holdback's wait is not counted). Added = path - direct. "
-        "TTFT includes the holdback (16 tokens x interval for proxy-default). chunks/s and CPU "
-        "(server process, per 1000 client chunks) from unpaced flood runs. Incomplete streams: "
+        "(includes the relay hop; the holdback's wait is not counted). Added = path - direct "
+        "(same arrival pattern). TTFT includes the holdback (16 tokens x interval for "
+        "proxy-default). Arrival: staggered = stream i starts i/N of an interval after the "
+        "first (independent users); aligned = all start together, every interval is a burst "
+        "of N chunks (worst case). chunks/s and CPU (server process, per 1000 client chunks) "
+        "from unpaced flood runs, the same figure on both arrival rows. Incomplete streams: "
         "streams (paced and flood, all rounds) that failed or did not deliver the whole text.",
         "",
-        "| streams | path | chunk p50 ms | chunk p99 ms | added p50 ms | added p99 ms | TTFT ms "
-        "| chunks/s | CPU ms/1k chunks | incomplete streams |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| streams | arrival | path | chunk p50 ms | chunk p99 ms | added p50 ms | added p99 ms "
+        "| TTFT ms | chunks/s | CPU ms/1k chunks | incomplete streams |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ratios = []
     for n in counts:
-        base = next(r for r in rows if r["streams"] == n and r["path"] == "direct")
-        for r in (r for r in rows if r["streams"] == n):
-            lines.append(
-                f"| {n} | {r['path']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
-                f"{r['p50_ms'] - base['p50_ms']:.3f} | {r['p99_ms'] - base['p99_ms']:.3f} | "
-                f"{r['ttft_ms']:.1f} | {r['chunks_s']:.0f} | {r['cpu_ms_per_1k']:.1f} | "
-                f"{r['short']}/{r['runs']} |")
-        relay = next(r for r in rows if r["streams"] == n and r["path"] == "relay")
-        plumb = next(r for r in rows if r["streams"] == n and r["path"] == "proxy-plumbing")
-        ra = relay["p99_ms"] - base["p99_ms"]
-        pa = plumb["p99_ms"] - base["p99_ms"]
-        ratio = pa / ra if ra > 0 else float("nan")
-        ratios.append(f"{n} streams: proxy plumbing added p99 {pa:.3f} ms vs bare relay "
-                      f"{ra:.3f} ms (ratio {ratio:.2f}).")
+        for arrival in arrivals:
+            group = [r for r in rows if r["streams"] == n and r["arrival"] == arrival]
+            base = next(r for r in group if r["path"] == "direct")
+            for r in group:
+                lines.append(
+                    f"| {n} | {arrival} | {r['path']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+                    f"{r['p50_ms'] - base['p50_ms']:.3f} | {r['p99_ms'] - base['p99_ms']:.3f} | "
+                    f"{r['ttft_ms']:.1f} | {r['chunks_s']:.0f} | {r['cpu_ms_per_1k']:.1f} | "
+                    f"{r['short']}/{r['runs']} |")
+            relay = next(r for r in group if r["path"] == "relay")
+            plumb = next(r for r in group if r["path"] == "proxy-plumbing")
+            default = next(r for r in group if r["path"] == "proxy-default")
+            ra = relay["p99_ms"] - base["p99_ms"]
+            pa = plumb["p99_ms"] - base["p99_ms"]
+            da = default["p99_ms"] - base["p99_ms"]
+            ratio = pa / ra if ra > 0 else float("nan")
+            ratios.append(f"{n} streams, {arrival}: added p99 proxy plumbing {pa:.3f} ms, bare "
+                          f"relay {ra:.3f} ms (ratio {ratio:.2f}), default pack {da:.3f} ms.")
     lines += ["", *ratios, *(skipped or []), ""]
     return "\n".join(lines) + "\n"
 
