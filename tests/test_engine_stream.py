@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -163,7 +164,9 @@ class SlowTox(PatternClassifier):
         return super().score(texts)
 
 
-def tox_guard(delay_s: float = 0.0) -> Guard:
+def tox_guard(delay_s: float = 0.0, mode: str = "enforce", also_enforced: bool = False) -> Guard:
+    """The SlowTox classifier behind a stop rule in ``mode``; ``also_enforced`` adds an
+    enforced (redacting) rule that reads the same classifier."""
     tox = SlowTox(
         name="toxicity", labels=("toxic",), version="p1", threshold=0.5,
         patterns={"toxic": ("idiot",)}, timeout_ms=5000, delay_s=delay_s,
@@ -171,10 +174,15 @@ def tox_guard(delay_s: float = 0.0) -> Guard:
     reg = ClassifierRegistry({"toxicity": tox}, {})
     policy = (
         "name: lag\nversion: '1'\nrules:\n"
-        "  - {name: tox, trigger: {classifier: {name: toxicity, label: toxic}}, "
+        f"  - {{name: tox, mode: {mode}, trigger: {{classifier: {{name: toxicity, label: toxic}}}}, "
         "actions: [{stop: {message: stopped}}]}\n"
         "  - {name: pii, trigger: {pii: [EMAIL]}, actions: [redact]}\n"
     )
+    if also_enforced:
+        policy += (
+            "  - {name: tox-redact, trigger: {classifier: {name: toxicity, label: toxic, "
+            "threshold: 0.99}}, actions: [redact]}\n"
+        )
     return Guard(load_policy_text(policy, registry=reg), reg)
 
 
@@ -248,3 +256,47 @@ def test_a_slow_verdict_holds_its_text_until_it_lands() -> None:
     assert stops[-1] and "idiot" not in "".join(texts)
     # "idiot " arrived at delta 4; its check started there and was applied at delta 6.
     assert len(stops) == 6 and "".join(texts) == "fine words "
+
+
+SHADOW_DELTAS = ["fine ", "words ", "you ", "idiot ", "and ", "more ", "text ", "here"]
+
+
+async def _arun(g: Guard) -> tuple[list[str], Any]:
+    sg = g.stream(CTX, holdback=2, check_interval=2, window=8, classifier_lag=0)
+    texts = [(await sg.afeed(d)).text for d in SHADOW_DELTAS]
+    texts.append((await sg.afinish()).text)
+    return texts, sg
+
+
+def test_a_shadow_only_classifier_never_holds_text() -> None:
+    """Only shadow rules read the (slow) model: text leaves as if there were no model, and every
+    verdict is still in the record by the end of the stream."""
+    texts, sg = asyncio.run(_arun(tox_guard(delay_s=0.05, mode="shadow")))
+    # Holdback 2, no hold for the model: each delta leaves two deltas after it arrived.
+    assert texts[:-1] == ["", "", "fine ", "words ", "you ", "idiot ", "and ", "more "]
+    assert texts[-1] == "text here"
+    assert not sg.stopped
+    assert len(sg.checks) == 4  # one window every 2 deltas, none lost
+    # The three windows that saw "idiot" (deltas 4, 6 and 8; windows of 8 deltas) each fired it.
+    assert [(h.rule, h.mode) for h in sg.hits] == [("tox", "shadow")] * 3
+
+
+def test_shadow_verdicts_are_the_same_sync_and_async() -> None:
+    g = tox_guard(delay_s=0.01, mode="shadow")
+    sg = g.stream(CTX, holdback=2, check_interval=2, window=8, classifier_lag=0)
+    texts = [sg.feed(d).text for d in SHADOW_DELTAS] + [sg.finish().text]
+    atexts, asg = asyncio.run(_arun(g))
+    assert "".join(texts) == "".join(atexts) == "".join(SHADOW_DELTAS)
+    key = lambda c: (c.start, c.end)  # noqa: E731
+    assert [(c.start, c.end, c.scores) for c in sorted(sg.checks, key=key)] == [
+        (c.start, c.end, c.scores) for c in sorted(asg.checks, key=key)
+    ]
+    assert [(h.rule, h.mode) for h in sg.hits] == [(h.rule, h.mode) for h in asg.hits]
+
+
+def test_a_classifier_an_enforced_rule_reads_still_gates_release() -> None:
+    """The same model behind a shadow rule and an enforced one: its text waits for it."""
+    texts, sg = asyncio.run(_arun(tox_guard(delay_s=0.05, mode="shadow", also_enforced=True)))
+    released = "".join(texts)
+    assert "idiot" not in released  # redacted by the enforced rule before it could leave
+    assert len(sg.checks) == 4

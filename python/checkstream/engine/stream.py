@@ -21,7 +21,11 @@ little as it can:
   step that applies the verdict awaits it only if it is not in yet. Until it is applied, the
   text it judges stays held (the hold never passes the last applied check), so a late verdict
   can never leak. The verdict is applied at the same delta in ``feed`` and ``afeed``, so both
-  paths decide identically.
+  paths decide identically;
+* a classifier that only shadow-mode rules read ("recorded, not acted on") can change nothing
+  that is released, so its text is never held for it: on the async path its verdicts are
+  recorded whenever the model returns (all of them by the end of the stream), and a slow or
+  busy model costs the stream no latency. Only classifiers an enforced rule reads gate release.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ from checkstream.engine.types import (
     StreamStep,
 )
 from checkstream.policy.models import AdaptDecodingAction, Phase
-from checkstream.policy.policyset import holds
+from checkstream.policy.policyset import ClassifierLeaf, PhasePlan, holds, leaves_of
 
 if TYPE_CHECKING:
     from checkstream.engine.guard import Guard
@@ -80,13 +84,17 @@ class _Window(TypedDict):
 _Results = list[tuple[list[CheckRecord], list[LeafEvent]]]
 
 
+_Groups = dict[str, tuple[ClassifierLeaf, ...]]
+
+
 class _Check:
     """Classifier windows launched at one delta, applied at delta ``due``."""
 
-    __slots__ = ("due", "end", "task", "windows")
+    __slots__ = ("due", "end", "groups", "task", "windows")
 
-    def __init__(self, windows: list[_Window], due: int, end: int) -> None:
+    def __init__(self, windows: list[_Window], groups: _Groups, due: int, end: int) -> None:
         self.windows = windows
+        self.groups = groups  # the classifiers (and the leaves they answer) this check runs
         self.due = due
         self.end = end  # every character before this is inside one of the windows
         self.task: asyncio.Task[_Results] | None = None
@@ -131,8 +139,12 @@ class StreamGuard:
         self._pii = PiiStream(plan.pii) if plan.pii else None
         self._scanning = bool(self._patterns or self._pii)
         self._classifiers = group_by_classifier(plan.classifiers)
+        gating = _enforced_classifiers(plan)
+        self._gating = {k: v for k, v in self._classifiers.items() if k in gating}
+        self._shadow = {k: v for k, v in self._classifiers.items() if k not in gating}
         self._buffer = HoldbackBuffer(holdback, pset.matcher if self._phrase_ids else None)
-        self._external_hold = bool(self._scanning or self._classifiers)
+        self._keep_text = bool(self._scanning or self._classifiers)
+        self._external_hold = bool(self._scanning or self._gating)
         self._hold: int | None = None
         if self._external_hold:
             # Nothing is judged yet; the hold moves as scanners and verdicts advance.
@@ -151,7 +163,8 @@ class StreamGuard:
         self._scan_every = max(1, holdback)
         self._launched_to = 0  # text inside a launched classifier window
         self._checked_to = 0  # text inside an applied one (what the hold may pass)
-        self._pending: deque[_Check] = deque()
+        self._pending: deque[_Check] = deque()  # gating checks, applied when due
+        self._shadow_pending: deque[_Check] = deque()  # shadow-only checks, recorded when in
         self._started = False
         self._finished = False
         self.stopped = False
@@ -175,6 +188,8 @@ class StreamGuard:
         released, events = self._begin(delta, background=False)
         if self._pending and self._pending[0].due <= self.tokens:
             events += self._apply_sync(final=False)
+        if self._shadow_pending:
+            events += self._apply_shadow_sync(final=False)
         return self._complete(released, events, final=False)
 
     async def afeed(self, delta: str) -> StreamStep:
@@ -183,6 +198,8 @@ class StreamGuard:
         released, events = self._begin(delta, background=True)
         if self._pending and self._pending[0].due <= self.tokens:
             events += await self._apply_async(final=False)
+        if self._shadow_pending:
+            events += self._apply_shadow_ready()
         return self._complete(released, events, final=False)
 
     def finish(self) -> StreamStep:
@@ -191,6 +208,8 @@ class StreamGuard:
         events = self._begin_finish()
         if self._pending:
             events += self._apply_sync(final=True)
+        if self._shadow_pending:
+            events += self._apply_shadow_sync(final=True)
         return self._complete("", events, final=True)
 
     async def afinish(self) -> StreamStep:
@@ -199,6 +218,10 @@ class StreamGuard:
         events = self._begin_finish()
         if self._pending:
             events += await self._apply_async(final=True)
+        while self._shadow_pending:  # every shadow verdict is in the record at the end
+            check = self._shadow_pending.popleft()
+            results = await (check.task or self._run_async(check.windows, check.groups))
+            events += self._applied(check, results, gating=False)
         return self._complete("", events, final=True)
 
     @property
@@ -222,7 +245,7 @@ class StreamGuard:
         self.tokens += 1
         start = self._end
         self._deltas.append(start)
-        if self._external_hold:  # phrases alone need no text here: the buffer has it
+        if self._keep_text:  # phrases alone need no text here: the buffer has it
             self._tail.append(delta)
         self._end = start + len(delta)
         events = (
@@ -278,10 +301,17 @@ class StreamGuard:
             self._since_check = 0
             return
         windows = self._windows()
-        check = _Check(windows, self.tokens + self.classifier_lag, self._launched_to)
-        if background and self.classifier_lag > 0:
-            check.task = asyncio.ensure_future(self._run_async(windows))
-        self._pending.append(check)
+        due, end = self.tokens + self.classifier_lag, self._launched_to
+        if self._gating:
+            check = _Check(windows, self._gating, due, end)
+            if background and self.classifier_lag > 0:
+                check.task = asyncio.ensure_future(self._run_async(windows, self._gating))
+            self._pending.append(check)
+        if self._shadow:
+            shadow = _Check(windows, self._shadow, due, end)
+            if background:  # never awaited before the end of the stream
+                shadow.task = asyncio.ensure_future(self._run_async(windows, self._shadow))
+            self._shadow_pending.append(shadow)
 
     def _windows(self) -> list[_Window]:
         """The classifier windows covering every character no window has covered yet.
@@ -308,11 +338,11 @@ class StreamGuard:
         self._launched_to = self._end
         return out
 
-    def _run_sync(self, windows: list[_Window]) -> _Results:
-        return [run_sync(self.guard.registry, self._classifiers, **w) for w in windows]
+    def _run_sync(self, windows: list[_Window], groups: _Groups) -> _Results:
+        return [run_sync(self.guard.registry, groups, **w) for w in windows]
 
-    async def _run_async(self, windows: list[_Window]) -> _Results:
-        registry, groups = self.guard.registry, self._classifiers
+    async def _run_async(self, windows: list[_Window], groups: _Groups) -> _Results:
+        registry = self.guard.registry
         if len(windows) == 1:  # the streaming case: no gather and its tasks
             return [await run_async(registry, groups, **windows[0])]
         return list(await asyncio.gather(*(run_async(registry, groups, **w) for w in windows)))
@@ -332,8 +362,35 @@ class StreamGuard:
             else:  # launched by afeed, now fed synchronously: judge it here
                 if task is not None:
                     task.cancel()
-                results = self._run_sync(check.windows)
+                results = self._run_sync(check.windows, check.groups)
             events += self._applied(check, results)
+        return events
+
+    def _apply_shadow_sync(self, *, final: bool) -> list[LeafEvent]:
+        """Shadow checks on the sync path: judged when due, like the gating ones."""
+        events: list[LeafEvent] = []
+        queue = self._shadow_pending
+        while queue and (final or queue[0].due <= self.tokens):
+            check = queue.popleft()
+            task = check.task
+            if task is not None and task.done() and not task.cancelled():
+                results = task.result()
+            else:
+                if task is not None:
+                    task.cancel()
+                results = self._run_sync(check.windows, check.groups)
+            events += self._applied(check, results, gating=False)
+        return events
+
+    def _apply_shadow_ready(self) -> list[LeafEvent]:
+        """Shadow checks on the async path: recorded in launch order once the model answered;
+        nothing waits for them."""
+        events: list[LeafEvent] = []
+        queue = self._shadow_pending
+        while queue and queue[0].task is not None and queue[0].task.done():
+            check = queue.popleft()
+            assert check.task is not None
+            events += self._applied(check, check.task.result(), gating=False)
         return events
 
     async def _apply_async(self, *, final: bool) -> list[LeafEvent]:
@@ -342,28 +399,30 @@ class StreamGuard:
             if check.task is not None:
                 results = await check.task
             else:
-                results = await self._run_async(check.windows)
+                results = await self._run_async(check.windows, check.groups)
             events += self._applied(check, results)
         return events
 
-    def _applied(self, check: _Check, results: _Results) -> list[LeafEvent]:
+    def _applied(self, check: _Check, results: _Results, *, gating: bool = True) -> list[LeafEvent]:
         events: list[LeafEvent] = []
         for records, found in results:
             self.checks.extend(records)
             self._step_checks.extend(records)
             self._failed_closed.update(failed_closed(records))
             events += found
-        self._checked_to = check.end
-        self._hold_moved = True
+        if gating:  # a shadow verdict moves no hold: the text never waited for it
+            self._checked_to = check.end
+            self._hold_moved = True
         return events
 
     def _drop_pending(self) -> None:
         """After a stop: verdicts still to come decide nothing (their text is never released)
         and are not recorded, so that ``feed`` and ``afeed`` leave the same record."""
-        for check in self._pending:
+        for check in (*self._pending, *self._shadow_pending):
             if check.task is not None:
                 check.task.cancel()
         self._pending.clear()
+        self._shadow_pending.clear()
 
     # ---- decisions and release
 
@@ -472,7 +531,7 @@ class StreamGuard:
             pos = min(pos, scanner.scan_from)
         if self._pii is not None:
             pos = min(pos, self._pii.scan_from)
-        if self._classifiers:
+        if self._gating:
             pos = min(pos, self._checked_to)
         return pos
 
@@ -491,6 +550,17 @@ class StreamGuard:
         if keep - self._text_start > 4096:
             self._joined = self._text[keep - self._text_start :]
             self._text_start = keep
+
+
+def _enforced_classifiers(plan: PhasePlan) -> frozenset[str]:
+    """Classifiers that an enforced rule of the phase reads: only their verdicts gate release."""
+    return frozenset(
+        leaf.name
+        for rule in plan.rules
+        if rule.mode == "enforce"
+        for leaf in leaves_of(rule.trigger)
+        if isinstance(leaf, ClassifierLeaf)
+    )
 
 
 def _empty(stopped: bool, message: str | None) -> StreamStep:
