@@ -174,7 +174,8 @@ def tox_guard(delay_s: float = 0.0, mode: str = "enforce", also_enforced: bool =
     reg = ClassifierRegistry({"toxicity": tox}, {})
     policy = (
         "name: lag\nversion: '1'\nrules:\n"
-        f"  - {{name: tox, mode: {mode}, trigger: {{classifier: {{name: toxicity, label: toxic}}}}, "
+        f"  - {{name: tox, mode: {mode}, "
+        "trigger: {classifier: {name: toxicity, label: toxic}}, "
         "actions: [{stop: {message: stopped}}]}\n"
         "  - {name: pii, trigger: {pii: [EMAIL]}, actions: [redact]}\n"
     )
