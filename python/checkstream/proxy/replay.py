@@ -11,13 +11,20 @@ streamed (byte-for-byte SSE framing as the providers send it, ``[DONE]`` and pin
 and not. It is also the proxy's test fixture: the ``x-replay-faults`` header (JSON) or
 ``ReplayUpstream.default_faults`` turn on TCP splits, pings, delays, errors, stalls, abrupt
 closes and 5xx/429 answers (see ``Faults``).
+
+Asked for logprobs (chat ``logprobs: true`` + ``top_logprobs``, completions ``logprobs: k``,
+Responses ``include: ["message.output_text.logprobs"]`` + ``top_logprobs``), it sends them in
+each API's shape with fake, deterministic values (see ``token_logprobs``): a recorded token is
+cut into words, and a word with a four-byte character is cut inside it, as byte-level BPE does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -201,11 +208,102 @@ def _interleave(choices: Sequence[RecordedChoice]) -> list[tuple[int, str]]:
     return out
 
 
+# ---------------------------------------------------------------- logprobs (fake)
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One logprob token: its bytes, value, alternatives (the token first), and char offset."""
+
+    piece: bytes
+    logprob: float
+    top: tuple[tuple[bytes, float], ...]
+    offset: int
+
+
+def _pieces(text: str) -> list[bytes]:
+    out: list[bytes] = []
+    for word in re.findall(r"\s*\S+|\s+", text):
+        data = word.encode()
+        wide = next((i for i, ch in enumerate(word) if len(ch.encode()) == 4), None)
+        if wide is None:
+            out.append(data)
+        else:  # cut inside the character: two tokens that are not text on their own
+            cut = len(word[:wide].encode()) + 2
+            out += [data[:cut], data[cut:]]
+    return out
+
+
+def _fake_logprob(piece: bytes, rank: int) -> float:
+    return -round(rank + int.from_bytes(hashlib.sha256(piece).digest()[:2], "big") / 65536, 6)
+
+
+def token_logprobs(tokens: Sequence[str], top: int) -> list[list[TokenLogprob]]:
+    """Per recorded token, its logprob tokens. The alternatives are the neighbouring tokens of
+    the answer (next, previous, ...), so they can spell text held back or redacted nearby."""
+    per_chunk = [_pieces(t) for t in tokens]
+    flat = [p for ps in per_chunk for p in ps]
+    out: list[list[TokenLogprob]] = []
+    i = 0
+    starts = 0  # chars that start before the current piece
+    for ps in per_chunk:
+        row = []
+        for p in ps:
+            alts = [p]
+            for d in range(1, len(flat)):
+                for j in (i + d, i - d):
+                    if 0 <= j < len(flat) and flat[j] not in alts:
+                        alts.append(flat[j])
+            alts = alts[:top]
+            inside = bool(p) and p[0] & 0xC0 == 0x80  # starts inside a character
+            row.append(TokenLogprob(p, _fake_logprob(p, 0), tuple(
+                (a, _fake_logprob(a, r)) for r, a in enumerate(alts)), starts - inside))
+            starts += sum(1 for b in p if b & 0xC0 != 0x80)
+            i += 1
+        out.append(row)
+    return out
+
+
+def _token(piece: bytes, prefix: str = "") -> str:
+    try:
+        return piece.decode()
+    except UnicodeDecodeError:
+        return prefix + piece.decode(errors="backslashreplace")
+
+
+def chat_entry(t: TokenLogprob) -> dict[str, Any]:
+    return {"token": _token(t.piece), "logprob": t.logprob, "bytes": list(t.piece),
+            "top_logprobs": [{"token": _token(a), "logprob": v, "bytes": list(a)}
+                             for a, v in t.top]}
+
+
+def responses_delta_entry(t: TokenLogprob) -> dict[str, Any]:
+    return {"token": _token(t.piece), "logprob": t.logprob,
+            "top_logprobs": [{"token": _token(a), "logprob": v} for a, v in t.top]}
+
+
+def responses_part_entry(t: TokenLogprob) -> dict[str, Any]:
+    return {"token": _token(t.piece), "bytes": list(t.piece), "logprob": t.logprob,
+            "top_logprobs": [{"token": _token(a), "bytes": list(a), "logprob": v}
+                             for a, v in t.top]}
+
+
+def completions_logprobs(ts: Sequence[TokenLogprob], base: int) -> dict[str, Any]:
+    return {"tokens": [_token(t.piece, "bytes:") for t in ts],
+            "token_logprobs": [t.logprob for t in ts],
+            "top_logprobs": [{_token(a, "bytes:"): v for a, v in t.top} for t in ts],
+            "text_offset": [base + t.offset for t in ts]}
+
+
+def _top(body: Mapping[str, Any]) -> int:
+    return int(body.get("top_logprobs") or 0)
+
+
 # ---------------------------------------------------------------- OpenAI chat completions
 def chat_stream(rec: Recording, body: Mapping[str, Any], rid: str) -> list[bytes]:
     choices = _n_choices(rec, int(body.get("n") or 1))
     model = str(body.get("model") or rec.model)
     usage_on = bool((body.get("stream_options") or {}).get("include_usage"))
+    lps = [token_logprobs(c.tokens, _top(body)) for c in choices] if body.get("logprobs") \
+        else None
     base: dict[str, Any] = {
         "id": rid,
         "object": "chat.completion.chunk",
@@ -214,11 +312,12 @@ def chat_stream(rec: Recording, body: Mapping[str, Any], rid: str) -> list[bytes
         "system_fingerprint": "fp_replay",
     }
 
-    def chunk(idx: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
+    def chunk(idx: int, delta: dict[str, Any], finish: str | None = None,
+              logprobs: dict[str, Any] | None = None) -> bytes:
         c = {
             **base,
             "choices": [
-                {"index": idx, "delta": delta, "logprobs": None, "finish_reason": finish}
+                {"index": idx, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
             ],
         }
         if usage_on:
@@ -229,7 +328,13 @@ def chat_stream(rec: Recording, body: Mapping[str, Any], rid: str) -> list[bytes
         chunk(i, {"role": "assistant", "content": "", "refusal": None})
         for i in range(len(choices))
     ]
-    out += [chunk(i, {"content": tok}) for i, tok in _interleave(choices)]
+    seen = [0] * len(choices)
+    for i, tok in _interleave(choices):
+        logprobs = None
+        if lps is not None:
+            logprobs = {"content": [chat_entry(t) for t in lps[i][seen[i]]], "refusal": None}
+        seen[i] += 1
+        out.append(chunk(i, {"content": tok}, logprobs=logprobs))
     for i, c in enumerate(choices):
         for k, tc in enumerate(c.tool_calls):
             head = {"index": k, "id": tc.id, "type": "function"}
@@ -252,6 +357,10 @@ def chat_json(rec: Recording, body: Mapping[str, Any], rid: str) -> dict[str, An
     choices = _n_choices(rec, int(body.get("n") or 1))
     items = []
     for i, c in enumerate(choices):
+        logprobs = None
+        if body.get("logprobs"):
+            logprobs = {"content": [chat_entry(t) for row in token_logprobs(c.tokens, _top(body))
+                                    for t in row], "refusal": None}
         msg: dict[str, Any] = {"role": "assistant", "content": c.text or None, "refusal": None}
         if c.tool_calls:
             msg["tool_calls"] = [
@@ -263,7 +372,7 @@ def chat_json(rec: Recording, body: Mapping[str, Any], rid: str) -> dict[str, An
                 for t in c.tool_calls
             ]
         items.append(
-            {"index": i, "message": msg, "logprobs": None, "finish_reason": c.finish_reason}
+            {"index": i, "message": msg, "logprobs": logprobs, "finish_reason": c.finish_reason}
         )
     return {
         "id": rid,
@@ -281,28 +390,54 @@ def completions_stream(rec: Recording, body: Mapping[str, Any], rid: str) -> lis
     choices = _n_choices(rec, int(body.get("n") or 1))
     base = {"id": rid, "object": "text_completion", "created": _CREATED,
             "model": str(body.get("model") or rec.model)}
+    lps = _completions_lps(choices, body)
 
-    def chunk(i: int, text: str, finish: str | None = None) -> bytes:
+    def chunk(i: int, text: str, finish: str | None = None,
+              logprobs: dict[str, Any] | None = None) -> bytes:
         return encode_event(
             {**base, "choices": [
-                {"text": text, "index": i, "logprobs": None, "finish_reason": finish}]}
+                {"text": text, "index": i, "logprobs": logprobs, "finish_reason": finish}]}
         )
 
-    out = [chunk(i, tok) for i, tok in _interleave(choices)]
+    out = []
+    seen = [0] * len(choices)
+    for i, tok in _interleave(choices):
+        logprobs = None
+        if lps is not None:
+            logprobs = completions_logprobs(lps[i][seen[i]], _prompt_chars(body))
+        seen[i] += 1
+        out.append(chunk(i, tok, logprobs=logprobs))
     out += [chunk(i, "", c.finish_reason) for i, c in enumerate(choices)]
     out.append(b"data: [DONE]\n\n")
     return out
 
 
+def _completions_lps(choices: Sequence[RecordedChoice],
+                     body: Mapping[str, Any]) -> list[list[list[TokenLogprob]]] | None:
+    if body.get("logprobs") is None:
+        return None
+    return [token_logprobs(c.tokens, int(body["logprobs"])) for c in choices]
+
+
+def _prompt_chars(body: Mapping[str, Any]) -> int:
+    """Legacy ``text_offset`` counts from the start of the prompt."""
+    p = body.get("prompt")
+    return len(p) if isinstance(p, str) else 0
+
+
 def completions_json(rec: Recording, body: Mapping[str, Any], rid: str) -> dict[str, Any]:
     choices = _n_choices(rec, int(body.get("n") or 1))
+    lps = _completions_lps(choices, body)
     return {
         "id": rid,
         "object": "text_completion",
         "created": _CREATED,
         "model": str(body.get("model") or rec.model),
         "choices": [
-            {"text": c.text, "index": i, "logprobs": None, "finish_reason": c.finish_reason}
+            {"text": c.text, "index": i,
+             "logprobs": None if lps is None else completions_logprobs(
+                 [t for row in lps[i] for t in row], _prompt_chars(body)),
+             "finish_reason": c.finish_reason}
             for i, c in enumerate(choices)
         ],
         "usage": _usage_openai(rec, sum(len(c.tokens) for c in choices)),
@@ -322,13 +457,28 @@ def _response_obj(rec: Recording, body: Mapping[str, Any], rid: str, status: str
     }
 
 
-def _responses_items(rec: Recording, rid: str) -> list[dict[str, Any]]:
+def _responses_lps(rec: Recording, body: Mapping[str, Any]) -> list[list[TokenLogprob]] | None:
+    include = body.get("include")
+    if not isinstance(include, list) or "message.output_text.logprobs" not in include:
+        return None
+    return token_logprobs(rec.choices[0].tokens, _top(body))
+
+
+def _output_text(text: str, lps: list[list[TokenLogprob]] | None) -> dict[str, Any]:
+    part: dict[str, Any] = {"type": "output_text", "text": text, "annotations": []}
+    if lps is not None:
+        part["logprobs"] = [responses_part_entry(t) for row in lps for t in row]
+    return part
+
+
+def _responses_items(rec: Recording, rid: str,
+                     lps: list[list[TokenLogprob]] | None = None) -> list[dict[str, Any]]:
     c = rec.choices[0]
     items: list[dict[str, Any]] = []
     if c.tokens:
         items.append({
             "id": f"msg_{rid}", "type": "message", "status": "completed", "role": "assistant",
-            "content": [{"type": "output_text", "text": c.text, "annotations": []}],
+            "content": [_output_text(c.text, lps)],
         })
     for t in c.tool_calls:
         items.append({
@@ -359,7 +509,8 @@ def responses_stream(rec: Recording, body: Mapping[str, Any], rid: str) -> list[
 
     ev("response.created", response=_response_obj(rec, body, rid, "in_progress", [], None))
     ev("response.in_progress", response=_response_obj(rec, body, rid, "in_progress", [], None))
-    final_items = _responses_items(rec, rid)
+    lps = _responses_lps(rec, body)
+    final_items = _responses_items(rec, rid, lps)
     oi = 0
     if c.tokens:
         mid = f"msg_{rid}"
@@ -367,14 +518,16 @@ def responses_stream(rec: Recording, body: Mapping[str, Any], rid: str) -> list[
             "id": mid, "type": "message", "status": "in_progress", "role": "assistant",
             "content": []})
         ev("response.content_part.added", item_id=mid, output_index=oi, content_index=0,
-           part={"type": "output_text", "text": "", "annotations": []})
-        for tok in c.tokens:
+           part=_output_text("", None if lps is None else []))
+        for n, tok in enumerate(c.tokens):
             ev("response.output_text.delta", item_id=mid, output_index=oi, content_index=0,
-               delta=tok, logprobs=[])
+               delta=tok, logprobs=[] if lps is None
+               else [responses_delta_entry(t) for t in lps[n]])
         ev("response.output_text.done", item_id=mid, output_index=oi, content_index=0,
-           text=c.text, logprobs=[])
+           text=c.text, logprobs=[] if lps is None
+           else [responses_delta_entry(t) for row in lps for t in row])
         ev("response.content_part.done", item_id=mid, output_index=oi, content_index=0,
-           part={"type": "output_text", "text": c.text, "annotations": []})
+           part=_output_text(c.text, lps))
         ev("response.output_item.done", output_index=oi, item=final_items[oi])
         oi += 1
     for t in c.tool_calls:
@@ -394,9 +547,9 @@ def responses_stream(rec: Recording, body: Mapping[str, Any], rid: str) -> list[
 
 
 def responses_json(rec: Recording, body: Mapping[str, Any], rid: str) -> dict[str, Any]:
-    return _response_obj(
-        rec, body, rid, "completed", _responses_items(rec, rid), _responses_usage(rec)
-    )
+    return _response_obj(rec, body, rid, "completed",
+                         _responses_items(rec, rid, _responses_lps(rec, body)),
+                         _responses_usage(rec))
 
 
 # ---------------------------------------------------------------- Anthropic messages
