@@ -5,7 +5,8 @@ The codecs speak provider wire formats; this module is the only place that calls
 output item or tool-call argument string) and keeps what it has released, so that "done"
 events and non-streaming answers can be rebuilt from released text only. Non-streaming
 answers go through the very same channel (feed everything, finish): that is the streaming
-parity guarantee, by construction.
+parity guarantee, by construction. ``held_chars`` and ``redacted_spans`` tell
+``codecs.logprobs`` which fed characters have left the holdback and which were replaced.
 """
 
 from __future__ import annotations
@@ -88,6 +89,21 @@ class Channel:
             self.stop_message = message or DEFAULT_STOP_MESSAGE
             self.session.stopped = True
         return text
+
+    @property
+    def held_chars(self) -> int:
+        """Fed characters still in the holdback: not yet released, redacted or dropped."""
+        if self.stream is None or self.stopped or self.finished:
+            return 0
+        return len(self.stream.held_text)
+
+    @property
+    def redacted_spans(self) -> list[tuple[int, int]]:
+        """Spans of the fed text (``fed_chars`` coordinates) that an enforced rule with a
+        ``redact`` action hit: every character the engine replaced is inside one of them."""
+        return [(h.start, h.end) for h in self.hits
+                if h.mode == "enforce" and "redact" in h.actions
+                and h.start is not None and h.end is not None]
 
     @property
     def refusal(self) -> str:

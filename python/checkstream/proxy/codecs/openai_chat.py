@@ -1,8 +1,8 @@
 """OpenAI ``/v1/chat/completions``: messages in, ``chat.completion(.chunk)`` out.
 
 Each choice's content is one channel; each tool call's argument string is another (arguments
-are model output too and can carry the same data). Logprobs are dropped while guarding: they
-spell out the raw tokens, held-back ones included.
+are model output too and can carry the same data). Logprobs (``logprobs: true``) of content and
+refusals go out only with released text, by the rules in ``codecs.logprobs``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import copy
 from typing import Any
 
 from checkstream.engine import ChatMessage
+from checkstream.proxy.codecs import logprobs as lp
 from checkstream.proxy.codecs.base import (
     Codec,
     Json,
@@ -35,15 +36,23 @@ class _Choice:
         self.text = session.channel(("choice", index))
         self.tools: dict[int, Channel] = {}
         self.extras: dict[str, Channel] = {}
+        self.tracks: dict[str, lp.LogprobTrack] = {}  # "content" / "refusal"
         self.finished = False
+
+    def track(self, field: str, channel: Channel) -> lp.LogprobTrack:
+        t = self.tracks.get(field)
+        if t is None:
+            t = self.tracks[field] = lp.LogprobTrack(channel)
+        return t
 
 
 class ChatTranslator(ChoicesTranslator):
     chunk_name = "chat.completion.chunk"
 
-    def __init__(self, session: GuardSession, n: int) -> None:
+    def __init__(self, session: GuardSession, n: int, logprobs: bool = False) -> None:
         super().__init__(session, n)
         self.choices: dict[int, _Choice] = {}
+        self.logprobs = logprobs
 
     def _choice(self, index: int) -> _Choice:
         ch = self.choices.get(index)
@@ -51,9 +60,38 @@ class ChatTranslator(ChoicesTranslator):
             ch = self.choices[index] = _Choice(self.session, index)
         return ch
 
-    def _chunk(self, index: int, delta: Json, finish: str | None = None) -> bytes:
+    def _chunk(self, index: int, delta: Json, finish: str | None = None,
+               entries: dict[str, list[Json]] | None = None) -> bytes:
         return encode_event({**self.envelope, "choices": [
-            {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]})
+            {"index": index, "delta": delta, "logprobs": self._logprobs(delta, entries or {}),
+             "finish_reason": finish}]})
+
+    def _logprobs(self, delta: Json, entries: dict[str, list[Json]]) -> Json | None:
+        """A text chunk's logprobs when the client asked for them (a list per text field)."""
+        if not self.logprobs or not any(delta.get(f) or entries.get(f)
+                                        for f in ("content", "refusal")):
+            return None
+        return {f: entries.get(f, []) if delta.get(f) or entries.get(f) else None
+                for f in ("content", "refusal")}
+
+    async def _feed(self, st: _Choice, field: str, channel: Channel, text: str, upstream: Any,
+                    entries: dict[str, list[Json]]) -> str:
+        if not self.logprobs:
+            return await channel.feed(text)
+        given = upstream.get(field) if isinstance(upstream, dict) else None
+        released, out = await st.track(field, channel).feed(text, given or [])
+        if out:
+            entries[field] = out
+        return released
+
+    async def _finish(self, st: _Choice, field: str, channel: Channel, *, egress: bool,
+                      entries: dict[str, list[Json]]) -> str:
+        if not self.logprobs:
+            return await channel.finish(egress=egress)
+        released, out = await st.track(field, channel).finish(egress=egress)
+        if out:
+            entries[field] = out
+        return released
 
     async def on_choices(self, choices: list[Any]) -> list[bytes]:
         out: list[bytes] = []
@@ -73,6 +111,8 @@ class ChatTranslator(ChoicesTranslator):
             return []
         out: list[bytes] = []
         delta = c.get("delta") or {}
+        upstream_lp = c.get("logprobs")
+        entries: dict[str, list[Json]] = {}
         new: Json = {k: v for k, v in delta.items()
                      if k not in ("content", "tool_calls") and k not in _EXTRA_TEXT}
         for field in _EXTRA_TEXT:
@@ -81,24 +121,25 @@ class ChatTranslator(ChoicesTranslator):
             if isinstance(value, str) and value:
                 extra = self.session.channel(("choice", st.index, field))
                 st.extras[field] = extra
-                released = await extra.feed(value)
+                released = await (self._feed(st, field, extra, value, upstream_lp, entries)
+                                  if field == "refusal" else extra.feed(value))
                 if extra.stopped:
                     st.text.stopped = True
                     st.text.stop_message = extra.stop_message
-                    return self._stop(st, new)
+                    return self._stop(st, new, entries)
                 if released:
                     new[field] = released
             elif field in delta:
                 new[field] = value
         content = delta.get("content")
         if isinstance(content, str) and content:
-            released = await st.text.feed(content)
+            released = await self._feed(st, "content", st.text, content, upstream_lp, entries)
             if released:
                 new["content"] = released
         elif "content" in delta:
             new["content"] = content
         if st.text.stopped:
-            return self._stop(st, new)
+            return self._stop(st, new, entries)
         tool_deltas = []
         for tc in delta.get("tool_calls") or []:
             if not isinstance(tc, dict) or not isinstance(tc.get("index"), int):
@@ -113,7 +154,7 @@ class ChatTranslator(ChoicesTranslator):
             if ch.stopped:
                 st.text.stopped = True
                 st.text.stop_message = ch.stop_message
-                return self._stop(st, new)
+                return self._stop(st, new, entries)
             if released or fn or tc.get("id"):
                 fn["arguments"] = released
                 tool_deltas.append({**tc, "function": fn})
@@ -121,7 +162,7 @@ class ChatTranslator(ChoicesTranslator):
             new["tool_calls"] = tool_deltas
         finish = c.get("finish_reason")
         if new:
-            out.append(self._chunk(st.index, new))
+            out.append(self._chunk(st.index, new, entries=entries))
         if finish is not None:
             out += await self._finish_choice(st, finish)
         return out
@@ -138,27 +179,33 @@ class ChatTranslator(ChoicesTranslator):
                 out.append(self._chunk(st.index, {"tool_calls": [
                     {"index": k, "function": {"arguments": rest}}]}))
         for field, extra in st.extras.items():
-            rest = await extra.finish(egress=False)
+            entries: dict[str, list[Json]] = {}
+            rest = await (self._finish(st, field, extra, egress=False, entries=entries)
+                          if field == "refusal" else extra.finish(egress=False))
             if extra.stopped:
                 st.text.stopped = True
                 st.text.stop_message = extra.stop_message
-                return out + self._stop(st, {})
+                return out + self._stop(st, {field: rest} if rest else {}, entries)
             if rest:
-                out.append(self._chunk(st.index, {field: rest}))
-        rest = await st.text.finish(egress=not st.tools)
+                out.append(self._chunk(st.index, {field: rest}, entries=entries))
+        entries = {}
+        rest = await self._finish(st, "content", st.text, egress=not st.tools, entries=entries)
         if st.text.stopped:
-            return out + self._stop(st, {"content": rest} if rest else {})
+            return out + self._stop(st, {"content": rest} if rest else {}, entries)
         if rest:
-            out.append(self._chunk(st.index, {"content": rest}))
+            out.append(self._chunk(st.index, {"content": rest}, entries=entries))
         st.finished = True
         out.append(self._chunk(st.index, {}, finish))
         return out
 
-    def _stop(self, st: _Choice, pending: Json) -> list[bytes]:
+    def _stop(self, st: _Choice, pending: Json,
+              entries: dict[str, list[Json]] | None = None) -> list[bytes]:
+        """What was released with the stop (and its entries), the refusal, the finish."""
         st.finished = True
         delta = dict(pending)
         delta["content"] = (delta.get("content") or "") + st.text.refusal
-        return [self._chunk(st.index, delta), self._chunk(st.index, {}, "content_filter")]
+        return [self._chunk(st.index, delta, entries=entries),
+                self._chunk(st.index, {}, "content_filter")]
 
     async def finish_open(self) -> list[bytes]:
         out: list[bytes] = []
@@ -200,7 +247,7 @@ class OpenAIChatCodec(Codec):
             body.get("messages") or [])
 
     def translator(self, session: GuardSession, body: Json) -> StreamTranslator:
-        return ChatTranslator(session, int(body.get("n") or 1))
+        return ChatTranslator(session, int(body.get("n") or 1), bool(body.get("logprobs")))
 
     async def guard_response(self, session: GuardSession, data: Json) -> Json:
         data = copy.deepcopy(data)
@@ -208,6 +255,10 @@ class OpenAIChatCodec(Codec):
             msg = c.get("message") or {}
             idx = c.get("index", 0)
             stopped: Channel | None = None
+            given = c.get("logprobs") if isinstance(c.get("logprobs"), dict) else None
+            # The same tracks as the stream's: entries only for text released unchanged.
+            kept: Json = {f: None if given is None or given.get(f) is None else []
+                          for f in ("content", "refusal")}
             for k, tc in enumerate(msg.get("tool_calls") or []):
                 fn = tc.get("function") or {}
                 if isinstance(fn.get("arguments"), str):
@@ -217,14 +268,22 @@ class OpenAIChatCodec(Codec):
                         stopped = ch
             for field in _EXTRA_TEXT:
                 if isinstance(msg.get(field), str) and msg[field]:
-                    extra = await session.guard_text(("choice", idx, field), msg[field])
+                    if given is not None and field == "refusal":
+                        extra, kept[field] = await lp.guard_text(
+                            session, ("choice", idx, field), msg[field], given.get(field) or [])
+                    else:
+                        extra = await session.guard_text(("choice", idx, field), msg[field])
                     msg[field] = extra.released
                     if extra.stopped:
                         stopped = extra
             content = msg.get("content")
             if isinstance(content, str):
-                text_ch = await session.guard_text(("choice", idx), content) \
-                    if not stopped else None
+                text_ch: Channel | None = None
+                if stopped is None and given is not None:
+                    text_ch, kept["content"] = await lp.guard_text(
+                        session, ("choice", idx), content, given.get("content") or [])
+                elif stopped is None:
+                    text_ch = await session.guard_text(("choice", idx), content)
                 if text_ch is not None:
                     msg["content"] = text_ch.released + text_ch.refusal
                     if text_ch.stopped:
@@ -235,5 +294,5 @@ class OpenAIChatCodec(Codec):
                     msg["content"] = stopped.refusal.lstrip()
                 msg.pop("tool_calls", None)
                 c["finish_reason"] = "content_filter"
-            c["logprobs"] = None
+            c["logprobs"] = kept if given is not None else None
         return data

@@ -1,4 +1,9 @@
-"""OpenAI legacy ``/v1/completions``: a prompt in, ``text_completion`` objects out."""
+"""OpenAI legacy ``/v1/completions``: a prompt in, ``text_completion`` objects out.
+
+Logprobs (``logprobs: k``) go out only with released text, by the rules in ``codecs.logprobs``;
+a choice's entries end at its first redaction, since ``text_offset`` must index the text the
+client gets.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import copy
 from typing import Any
 
 from checkstream.engine import ChatMessage
+from checkstream.proxy.codecs import logprobs as lp
 from checkstream.proxy.codecs.base import (
     Codec,
     Json,
@@ -21,13 +27,23 @@ from checkstream.proxy.sse import encode_event
 class CompletionsTranslator(ChoicesTranslator):
     chunk_name = "text_completion chunk"
 
-    def __init__(self, session: GuardSession, n: int) -> None:
+    def __init__(self, session: GuardSession, n: int, logprobs: bool = False) -> None:
         super().__init__(session, n)
         self.channels: dict[int, Channel] = {}
+        self.tracks: dict[int, lp.LogprobTrack] = {}
+        self.logprobs = logprobs
 
-    def _chunk(self, index: int, text: str, finish: str | None = None) -> bytes:
+    def _chunk(self, index: int, text: str, finish: str | None = None,
+               entries: list[Json] | None = None) -> bytes:
+        logprobs = lp.columns(entries or []) if self.logprobs and (text or entries) else None
         return encode_event({**self.envelope, "choices": [
-            {"text": text, "index": index, "logprobs": None, "finish_reason": finish}]})
+            {"text": text, "index": index, "logprobs": logprobs, "finish_reason": finish}]})
+
+    def _track(self, index: int, ch: Channel) -> lp.LogprobTrack:
+        t = self.tracks.get(index)
+        if t is None:
+            t = self.tracks[index] = lp.LogprobTrack(ch, cut_at_first_redaction=True)
+        return t
 
     def _ch(self, index: int) -> Channel:
         ch = self.channels.get(index)
@@ -44,12 +60,18 @@ class CompletionsTranslator(ChoicesTranslator):
             if ch.finished:
                 continue
             text = c.get("text")
-            released = await ch.feed(text) if isinstance(text, str) else ""
+            text = text if isinstance(text, str) else ""
+            entries: list[Json] = []
+            if self.logprobs:
+                released, entries = await self._track(c["index"], ch).feed(
+                    text, lp.rows(c.get("logprobs")))
+            else:
+                released = await ch.feed(text)
             if ch.stopped:
-                out += self._stop(c["index"], ch, released)
+                out += self._stop(c["index"], ch, released, entries)
                 continue
             if released:
-                out.append(self._chunk(c["index"], released))
+                out.append(self._chunk(c["index"], released, entries=entries))
             if c.get("finish_reason") is not None:
                 out += await self._finish(c["index"], ch, c["finish_reason"])
         if len(self.channels) >= self.n and all(ch.stopped for ch in self.channels.values()):
@@ -57,14 +79,20 @@ class CompletionsTranslator(ChoicesTranslator):
         return out
 
     async def _finish(self, index: int, ch: Channel, finish: str) -> list[bytes]:
-        rest = await ch.finish()
+        entries: list[Json] = []
+        if self.logprobs:
+            rest, entries = await self._track(index, ch).finish()
+        else:
+            rest = await ch.finish()
         if ch.stopped:
-            return self._stop(index, ch, rest)
-        out = [self._chunk(index, rest)] if rest else []
+            return self._stop(index, ch, rest, entries)
+        out = [self._chunk(index, rest, entries=entries)] if rest else []
         return [*out, self._chunk(index, "", finish)]
 
-    def _stop(self, index: int, ch: Channel, pending: str) -> list[bytes]:
-        return [self._chunk(index, pending + ch.refusal), self._chunk(index, "", "content_filter")]
+    def _stop(self, index: int, ch: Channel, pending: str,
+              entries: list[Json] | None = None) -> list[bytes]:
+        return [self._chunk(index, pending + ch.refusal, entries=entries),
+                self._chunk(index, "", "content_filter")]
 
     async def finish_open(self) -> list[bytes]:
         out: list[bytes] = []
@@ -104,17 +132,24 @@ class OpenAICompletionsCodec(Codec):
         p = body.get("prompt")
         if isinstance(p, list):
             n *= max(1, len(p))
-        return CompletionsTranslator(session, n)
+        return CompletionsTranslator(session, n, body.get("logprobs") is not None)
 
     async def guard_response(self, session: GuardSession, data: Json) -> Json:
         data = copy.deepcopy(data)
         for c in data.get("choices") or []:
+            given = c.get("logprobs")
+            c["logprobs"] = None
             if isinstance(c.get("text"), str):
-                ch = await session.guard_text(("choice", c.get("index", 0)), c["text"])
+                key = ("choice", c.get("index", 0))
+                if isinstance(given, dict):
+                    ch, kept = await lp.guard_text(session, key, c["text"], lp.rows(given),
+                                                   cut_at_first_redaction=True)
+                    c["logprobs"] = lp.columns(kept)
+                else:
+                    ch = await session.guard_text(key, c["text"])
                 c["text"] = ch.released + ch.refusal
                 if ch.stopped:
                     c["finish_reason"] = "content_filter"
-            c["logprobs"] = None
         return data
 
 

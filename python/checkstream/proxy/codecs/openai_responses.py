@@ -5,6 +5,10 @@ output items and the final ``response.completed``: every one of those copies is 
 released text, never forwarded from upstream. Sequence numbers are renumbered, since the proxy
 drops (held-back) and adds (refusal, closing) events. A stop closes the open item and ends with
 ``response.incomplete`` and ``incomplete_details.reason = "content_filter"``.
+
+Output text logprobs (``include: ["message.output_text.logprobs"]``) go out with released text
+only, by the rules in ``codecs.logprobs``; the ``*.done`` events and the output parts carry the
+entries the deltas carried, never the upstream's copies.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import copy
 from typing import Any
 
 from checkstream.engine import ChatMessage
+from checkstream.proxy.codecs import logprobs as lp
 from checkstream.proxy.codecs.base import (
     Codec,
     Json,
@@ -25,7 +30,7 @@ from checkstream.proxy.codecs.base import (
     text_of_parts,
     write_parts,
 )
-from checkstream.proxy.guarding import Channel, GuardSession
+from checkstream.proxy.guarding import Channel, ChannelKey, GuardSession
 from checkstream.proxy.sse import SSEEvent, encode_event
 
 _TEXT_DELTAS = {
@@ -42,6 +47,7 @@ _DONE_FIELD = {
 }
 _FINAL = ("response.completed", "response.incomplete", "response.failed")
 _INPUT_PARTS = ("input_text", "text", "output_text")
+LOGPROBS_INCLUDE = "message.output_text.logprobs"
 
 
 def _ids(d: Json) -> Json:
@@ -57,12 +63,25 @@ def _text_key(d: Json) -> tuple[str, str, int]:
 
 
 class ResponsesTranslator(StreamTranslator):
-    def __init__(self, session: GuardSession) -> None:
+    def __init__(self, session: GuardSession, logprobs: bool = False) -> None:
         self.session = session
         self.seq = 0
         self.response: Json = {}
         self.items: dict[int, Json] = {}
         self.open_item: int | None = None
+        self.logprobs = logprobs
+        self.tracks: dict[ChannelKey, lp.LogprobTrack] = {}
+
+    def _track(self, ch: Channel) -> lp.LogprobTrack:
+        t = self.tracks.get(ch.key)
+        if t is None:
+            t = self.tracks[ch.key] = lp.LogprobTrack(ch)
+        return t
+
+    def _part_logprobs(self, key: ChannelKey) -> list[Json]:
+        """An output_text part's logprobs: the entries its deltas carried, in the part shape."""
+        t = self.tracks.get(key)
+        return [lp.part_entry(e) for e in t.emitted] if t is not None else []
 
     def _ev(self, kind: str, **payload: Any) -> bytes:
         data = {"type": kind, **payload, "sequence_number": self.seq}
@@ -99,25 +118,36 @@ class ResponsesTranslator(StreamTranslator):
             ch = self.session.channel(_text_key(data))
             if ch.finished:
                 return []
-            released = await ch.feed(str(data.get("delta") or ""))
+            entries: list[Json] = []
+            if self.logprobs and kind == "response.output_text.delta":
+                released, entries = await self._track(ch).feed(str(data.get("delta") or ""),
+                                                                data.get("logprobs") or [])
+            else:
+                released = await ch.feed(str(data.get("delta") or ""))
             if ch.stopped:
-                return await self._stop(data, ch, released)
+                return await self._stop(data, ch, released, entries)
             return [self._forward({**_ids(data), "type": kind, "delta": released,
-                                   "logprobs": []})] if released else []
+                                   "logprobs": entries})] if released else []
         if kind in _DONE_FIELD:
             ch = self.session.channel(_text_key(data))
             if ch.finished and not ch.stopped:
                 return []
-            rest = await ch.finish(egress=kind == "response.output_text.done")
+            output_text = kind == "response.output_text.done"
+            entries = []
+            if self.logprobs and output_text:
+                rest, entries = await self._track(ch).finish()
+            else:
+                rest = await ch.finish(egress=output_text)
             if ch.stopped:
-                return await self._stop(data, ch, rest)
+                return await self._stop(data, ch, rest, entries)
             out = []
             if rest:
                 delta_kind = kind.replace(".done", ".delta")
                 out.append(self._forward({**_ids(data), "type": delta_kind, "delta": rest,
-                                          "logprobs": []}))
+                                          "logprobs": entries}))
+            t = self.tracks.get(ch.key)
             out.append(self._forward({**_ids(data), "type": kind, _DONE_FIELD[kind]: ch.released,
-                                      "logprobs": []}))
+                                      "logprobs": list(t.emitted) if t is not None else []}))
             return out
         if kind == "response.function_call_arguments.delta":
             ch = self.session.channel(("args", str(data.get("item_id"))))
@@ -140,6 +170,8 @@ class ResponsesTranslator(StreamTranslator):
             field = "refusal" if part.get("type") == "refusal" else "text"
             if field in part:
                 part[field] = part_ch.released if part_ch is not None else ""
+            if "logprobs" in part:
+                part["logprobs"] = self._part_logprobs(_text_key(data))
             return [self._forward({**data, "part": part})]
         if kind == "response.output_item.done":
             item = self._guarded_item(dict(data.get("item") or {}))
@@ -170,6 +202,8 @@ class ResponsesTranslator(StreamTranslator):
             field = "refusal" if part.get("type") == "refusal" else "text"
             if field in part:
                 part[field] = (ch.released + ch.refusal) if ch is not None else ""
+            if "logprobs" in part:
+                part["logprobs"] = self._part_logprobs(("text", iid, ci))
             content.append(part)
         if "content" in item:
             item["content"] = content
@@ -179,7 +213,9 @@ class ResponsesTranslator(StreamTranslator):
                 item["summary"][si] = {**s, "text": ch.released if ch else ""}
         return item
 
-    async def _stop(self, data: Json, ch: Channel, pending: str) -> list[bytes]:
+    async def _stop(self, data: Json, ch: Channel, pending: str,
+                    entries: list[Json] | None = None) -> list[bytes]:
+        """Closes the item with the refusal; ``entries`` go with ``pending`` (released text)."""
         out: list[bytes] = []
         iid = str(data.get("item_id"))
         oi = int(data.get("output_index") or 0)
@@ -188,11 +224,15 @@ class ResponsesTranslator(StreamTranslator):
         item = dict(self.items.get(oi) or {"id": iid, "type": "message", "role": "assistant"})
         if ch.key[0] == "text":
             out.append(self._ev("response.output_text.delta", item_id=iid, output_index=oi,
-                                content_index=ci, delta=refusal, logprobs=[]))
+                                content_index=ci, delta=refusal, logprobs=entries or []))
             text = ch.released + ch.refusal
+            t = self.tracks.get(ch.key)
             out.append(self._ev("response.output_text.done", item_id=iid, output_index=oi,
-                                content_index=ci, text=text, logprobs=[]))
-            part = {"type": "output_text", "text": text, "annotations": []}
+                                content_index=ci, text=text,
+                                logprobs=list(t.emitted) if t is not None else []))
+            part: Json = {"type": "output_text", "text": text, "annotations": []}
+            if self.logprobs:
+                part["logprobs"] = self._part_logprobs(ch.key)
             out.append(self._ev("response.content_part.done", item_id=iid, output_index=oi,
                                 content_index=ci, part=part))
             item.update(status="incomplete", content=[part])
@@ -255,7 +295,9 @@ class OpenAIResponsesCodec(Codec):
         body["instructions"] = "\n\n".join(parts + texts)
 
     def translator(self, session: GuardSession, body: Json) -> StreamTranslator:
-        return ResponsesTranslator(session)
+        include = body.get("include")
+        return ResponsesTranslator(session, isinstance(include, list)
+                                   and LOGPROBS_INCLUDE in include)
 
     async def guard_response(self, session: GuardSession, data: Json) -> Json:
         data = copy.deepcopy(data)
@@ -286,9 +328,12 @@ class OpenAIResponsesCodec(Codec):
                         break
                     field = "refusal" if part.get("type") == "refusal" else "text"
                     if isinstance(part.get(field), str):
-                        ch = await session.guard_text(
-                            ("text", iid, ci), part[field],
-                            egress=part.get("type") == "output_text")
+                        key, egress = ("text", iid, ci), part.get("type") == "output_text"
+                        if isinstance(part.get("logprobs"), list):
+                            ch, part["logprobs"] = await lp.guard_text(
+                                session, key, part[field], part["logprobs"], egress=egress)
+                        else:
+                            ch = await session.guard_text(key, part[field], egress=egress)
                         part[field] = ch.released + ch.refusal
                         if ch.stopped:
                             stopped = ch
