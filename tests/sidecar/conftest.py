@@ -100,6 +100,28 @@ def engine(
     llm.llm_engine.engine_core.shutdown()
 
 
+def ban_sequences(model: TinyModel, phrases: list[str]) -> set[tuple[int, ...]]:
+    """Every token sequence checkstream compiles for ``phrases`` with the model's tokenizer
+    (the configured phrases and ``checkstream_ban`` lists go through the same expansion)."""
+    from tokenizers import Tokenizer
+
+    from checkstream.masking import phrase_sequences
+
+    tok = Tokenizer.from_file(str(model.path / "tokenizer.json"))
+    return set(phrase_sequences(tok, phrases).sequences)
+
+
+def occurrences(ids: list[int], sequences: set[tuple[int, ...]]) -> int:
+    """How many times any of ``sequences`` occurs contiguously in ``ids``."""
+    lengths = {len(q) for q in sequences}
+    return sum(
+        1
+        for n in lengths
+        for start in range(len(ids) - n + 1)
+        if tuple(ids[start : start + n]) in sequences
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ALLOWED_RECIPIENT, Engine
+from conftest import ALLOWED_RECIPIENT, Engine, ban_sequences, occurrences
 
 N = 200
 TOKENS = 32
@@ -197,3 +197,59 @@ def test_engine_with_speculative_decoding_refuses_to_start(
         )
     out, err = capfd.readouterr()  # vLLM logs the worker's root cause (stdout by default)
     assert "checkstream: speculative decoding is enabled" in out + err
+
+
+def test_phrase_banned_only_by_checkstream_ban_never_appears_in_the_requests_that_carry_it(
+    engine: Engine,
+) -> None:
+    """Every request opted in; half of them also carry ``checkstream_ban`` with a phrase no
+    configuration bans. Same batch, same bias: none of the phrase's token spellings that
+    checkstream compiles (the same bounded expansion as a configured phrase) is ever generated
+    by those requests, the other half produces them, and the list is compiled once."""
+    from checkstream.sidecar.request_bans import ban_digest
+
+    c, d = engine.picks.own_ids
+    phrase = engine.picks.own_phrase
+    spellings = ban_sequences(engine.model, [phrase])
+    assert (c, d) in spellings
+    bias = {c: 5.0, d: 7.0}
+    reqs = [
+        params(
+            seed=4000 + i,
+            logit_bias=bias,
+            extra_args={"checkstream": "on", "checkstream_tag": f"own-{i}"}
+            | ({"checkstream_ban": [phrase]} if i % 2 else {}),
+        )
+        for i in range(N)
+    ]
+    outs = engine.llm.generate(prompts(N), reqs, use_tqdm=False)
+    banned = [o.outputs[0] for i, o in enumerate(outs) if i % 2]
+    free = [o.outputs[0] for i, o in enumerate(outs) if not i % 2]
+    assert sum(len(o.token_ids) for o in banned) == (N // 2) * TOKENS
+    assert sum(occurrences(list(o.token_ids), spellings) for o in banned) == 0
+    assert sum(occurrences(list(o.token_ids), spellings) for o in free) > 10
+    # In the text: the masker's caps leave rare spellings to the reactive layer (and to
+    # `checkstream sidecar serve`), exactly as for configured phrases.
+    in_banned = sum(phrase.lower() in o.text.lower() for o in banned)
+    in_free = sum(phrase.lower() in o.text.lower() for o in free)
+    assert in_free > 10 and in_banned * 10 <= in_free, (in_banned, in_free)
+    noted = [
+        e
+        for e in engine.read_events()
+        if e["event"] == "request_bans" and str(e.get("tag", "")).startswith("own-")
+    ]
+    assert len(noted) == N // 2
+    assert {e["sha256"] for e in noted} == {ban_digest([phrase])}
+    assert sum(not e["cached"] for e in noted) == 1  # compiled once, in the worker
+    assert phrase not in engine.events.read_text()  # a hash, not the phrase
+
+
+def test_a_bad_request_ban_list_is_rejected_at_admission(engine: Engine) -> None:
+    from vllm.exceptions import VLLMValidationError
+
+    with pytest.raises(VLLMValidationError, match=r"checkstream_ban\[0\] must be a string"):
+        engine.llm.generate(
+            ["kalo"], [params(extra_args={"checkstream_ban": [["a", "b"]]})], use_tqdm=False
+        )
+    with pytest.raises(VLLMValidationError, match="checkstream_ban is empty"):
+        engine.llm.generate(["kalo"], [params(extra_args={"checkstream_ban": " "})], use_tqdm=False)

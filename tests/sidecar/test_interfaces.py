@@ -426,3 +426,134 @@ def test_reactive_layer_adapts_then_stops_with_end_of_sequence(
     assert records[0]["decision"] == "stop"
     assert {hit["rule"] for hit in records[0]["rules"]} >= {"stop-kalo", "cool-mite"}
     log.close()
+
+
+# --------------------------------------------------------------------------- request ban lists
+
+OWN = "bank loan"  # banned only by the requests that carry it (checkstream_ban)
+
+
+@pytest.fixture(scope="module")
+def own(tiny: TinyModel) -> tuple[int, int]:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tiny.path / "tokenizer.json"))
+    c, d = tok.encode(" " + OWN, add_special_tokens=False).ids
+    return c, d
+
+
+def test_v1_request_ban_lists_apply_to_their_rows_only(
+    config: Any, ids: dict[str, int], own: tuple[int, int]
+) -> None:
+    a, b, vocab = ids["a"], ids["b"], ids["vocab"]
+    c, d = own
+    proc = CheckstreamLogitsProcessor(config, torch.device("cpu"), False)
+    outs: list[list[int]] = [[], [], [], []]
+    builder = BatchUpdateBuilder()
+    builder.added.extend(
+        [
+            (0, on(checkstream_ban=OWN), [ids["other"]], outs[0]),
+            (1, on(), [ids["other"]], outs[1]),
+            # Opt-in engine: the list alone opts the request in.
+            (2, SamplingParams(extra_args={"checkstream_ban": [OWN, "guarantee"]}), [], outs[2]),
+            (3, off(), [], outs[3]),
+        ]
+    )
+    step(proc, builder, 4, vocab)
+    for out in outs:
+        out.append(c)
+    assert banned_b(proc.apply(torch.zeros(4, vocab)), d) == [True, False, True, False]
+    for out in outs:
+        out.append(a)
+    # The configured phrase stays banned on every guarded row.
+    assert banned_b(proc.apply(torch.zeros(4, vocab)), b) == [True, True, True, False]
+    # SWAP 0 <-> 1: the list travels with its request.
+    for out in outs:
+        out.append(c)
+    builder.moved.append((0, 1, MoveDirectionality.SWAP))
+    assert banned_b(step(proc, builder, 4, vocab), d) == [False, True, True, False]
+    assert proc.core is not None
+    noted = [e for e in proc.core.events.records if e["event"] == "request_bans"]
+    assert [e["slot"] for e in noted] == [0, 2] and all("text" not in e for e in noted)
+
+
+def test_mrv2_request_ban_lists_with_recycled_slots_and_draft_rows(
+    config: Any, ids: dict[str, int], own: tuple[int, int]
+) -> None:
+    other, vocab = ids["other"], ids["vocab"]
+    c, d = own
+    state = mrv2_state(vocab)
+    proc = CheckstreamLogitsProcessor(config, state)
+    assert proc.add_request(4, on(checkstream_ban=OWN)) is True
+    assert proc.add_request(6, on()) is True
+    write_history(state, 4, [other], [c])
+    write_history(state, 6, [other], [c])
+    assert banned_b(proc.apply(torch.zeros(2, vocab), context(state, [6, 4])), d) == [False, True]
+    # Slot 4 recycled for a request without a list: nothing of the old list survives.
+    assert proc.add_request(4, on()) is True
+    write_history(state, 4, [other, c], [])
+    assert banned_b(proc.apply(torch.zeros(1, vocab), context(state, [4])), d) == [False]
+    # Speculative rows: the draft row after `c` bans `d` for the request with the list only.
+    assert proc.add_request(2, on(checkstream_ban=[OWN])) is True
+    write_history(state, 2, [other], [other])
+    write_history(state, 6, [other], [other])
+    ctx = context(state, [2, 2, 6, 6], local=[0, 1, 0, 1], inputs=[other, c, other, c])
+    assert banned_b(proc.apply(torch.zeros(4, vocab), ctx), d) == [False, True, False, False]
+
+
+def test_bad_request_ban_lists_are_validation_errors_in_both_validators() -> None:
+    from vllm.exceptions import VLLMValidationError
+    from vllm.v1.sample.logits_processor import validate_logits_processors_parameters
+    from vllm.v1.worker.gpu.sample.logits_processor.loader import (
+        build_custom_logits_processors_params_validator,
+    )
+
+    from checkstream.sidecar.requests import MAX_BAN_PHRASES
+
+    v2 = build_custom_logits_processors_params_validator(None)
+    cases = [
+        ([["nested", "list"]], r"checkstream_ban\[0\] must be a string"),
+        ([" "], r"checkstream_ban\[0\] is empty or whitespace only"),
+        ([f"p{i}" for i in range(MAX_BAN_PHRASES + 1)], f"the limit is {MAX_BAN_PHRASES}"),
+    ]
+    for validate in (v2, lambda p: validate_logits_processors_parameters(None, p)):
+        for value, message in cases:
+            with pytest.raises(VLLMValidationError, match=message):
+                validate(SamplingParams(extra_args={"checkstream_ban": value}))
+        validate(SamplingParams(extra_args={"checkstream_ban": [OWN, "guarantee"]}))
+
+
+def test_embedding_mode_is_a_start_up_warning_in_the_events_log(
+    make_config: Callable[..., Any],
+    tmp_path_factory: pytest.TempPathFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The spec's sample file sets ``classifiers.embedding_mode: true``; vLLM gives plugins no
+    hidden states, so the engine starts, says so in its log and on its events log's start
+    line, and goes on."""
+    import logging
+
+    folder = tmp_path_factory.mktemp("embedding")
+    path = folder / "sidecar-config.yaml"
+    path.write_text(
+        "vllm: {socket: /shared/checkstream.sock}\n"
+        "classifiers: {embedding_mode: true, models: [toxicity_detector]}\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="checkstream.sidecar"):
+        proc = CheckstreamLogitsProcessor(
+            make_config({"config": str(path)}), torch.device("cpu"), False
+        )
+    assert proc.core is not None
+    start = proc.core.events.records[0]
+    assert start["event"] == "engine_start"
+    (warning,) = start["warnings"]
+    assert warning.startswith("classifiers.embedding_mode: true is not supported")
+    assert any(
+        "classifiers.embedding_mode" in r.getMessage() and r.levelno == logging.WARNING
+        for r in caplog.records
+    )
+    path.write_text("classifiers: {embedding_mode: false}\n")
+    quiet = CheckstreamLogitsProcessor(
+        make_config({"config": str(path)}), torch.device("cpu"), False
+    )
+    assert quiet.core is not None and quiet.core.events.records[0]["warnings"] == []

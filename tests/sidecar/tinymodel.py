@@ -8,6 +8,7 @@ all logits sit ~1e-3 apart and a "greedy after the trigger" comparison is decide
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,6 +141,10 @@ class Picks:
     ban_ids: tuple[int, int]
     risk_phrase: str
     risk_id: int
+    # two words banned by no configuration, only by the requests that carry them
+    # (``checkstream_ban``); " c d" is [c, d]
+    own_phrase: str
+    own_ids: tuple[int, int]
 
 
 def _word_tokens(tok: object) -> list[tuple[int, str]]:
@@ -153,7 +158,7 @@ def _word_tokens(tok: object) -> list[tuple[int, str]]:
 
 def pick_phrases(tokenizer_json: Path) -> Picks:
     """A two-word phrase that vLLM's ``bad_words`` cannot fully register (A.7 of the notes),
-    and a one-word risk phrase distinct from it."""
+    a one-word risk phrase distinct from it, and a third two-word phrase of other words."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(tokenizer_json))
@@ -170,5 +175,20 @@ def pick_phrases(tokenizer_json: Path) -> Picks:
             if enc(" " + phrase) == [ia, ib] and len(enc(phrase)) != 2:
                 for ir, wr in words:
                     if ir not in (ia, ib) and wr not in (wa, wb) and wr not in WORDS:
-                        return Picks(phrase, (ia, ib), wr, ir)
+                        own = _own_phrase(words, enc, {wa, wb, wr})
+                        return Picks(phrase, (ia, ib), wr, ir, *own)
     raise AssertionError("no suitable phrase in the tiny tokenizer")
+
+
+def _own_phrase(
+    words: list[tuple[int, str]], enc: Callable[[str], list[int]], taken: set[str]
+) -> tuple[str, tuple[int, int]]:
+    free = [(i, w) for i, w in words if w not in WORDS and w not in taken and len(w) >= 4]
+    for ic, wc in free[len(free) // 2 :]:
+        for id_, wd in free[len(free) // 3 :]:
+            # Neither word inside the others (a text check must not match them by accident).
+            if ic == id_ or any(wc in t or t in wc or wd in t or t in wd for t in taken):
+                continue
+            if enc(f" {wc} {wd}") == [ic, id_]:
+                return f"{wc} {wd}", (ic, id_)
+    raise AssertionError("no third phrase in the tiny tokenizer")

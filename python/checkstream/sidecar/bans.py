@@ -9,6 +9,9 @@ Three maskers, all over the served model's token ids:
   ``risk_phrases`` and the policy's ``adapt_decoding`` phrase rules);
 - **tool**: injected instructions masked inside tool-call argument values.
 
+Requests' own ban lists (``checkstream_ban``) are compiled on demand by the same expansion, see
+:mod:`checkstream.sidecar.request_bans`.
+
 Which policy rules count is read off the compiled :class:`~checkstream.policy.PolicySet`; the
 policy semantics themselves stay in the policy package.
 """
@@ -24,12 +27,14 @@ import numpy as np
 import numpy.typing as npt
 
 from checkstream.sidecar.config import EngineOptions, SidecarConfigError
+from checkstream.sidecar.request_bans import RequestBanCompiler
 from checkstream.sidecar.tools import CompiledTools
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
     from checkstream._core import TokenMasker
+    from checkstream.masking.spelling import TokenSpelling
     from checkstream.policy import PolicySet
 
 
@@ -119,6 +124,8 @@ class CompiledBans:
     num_ban_sequences: int = 0
     ban_sources: tuple[str, ...] = ()
     derived: PolicyDerived = PolicyDerived()
+    # checkstream_ban lists, compiled on demand with the same tokenizer and vocabulary.
+    requests: RequestBanCompiler | None = None
 
     @property
     def ban_start(self) -> int:
@@ -145,7 +152,22 @@ def compile_bans(
     policy_set: PolicySet | None = None,
 ) -> CompiledBans:
     """Builds every masker the options and policy call for (once, at engine start)."""
-    from checkstream.masking.phrases import phrase_sequences
+    from checkstream.masking.phrases import BannedSequences, phrase_sequences, unpadded
+    from checkstream.masking.spelling import token_spelling
+
+    tokenizer = unpadded(tokenizer)
+    # The per-tokenizer byte index, built once and shared by every expansion below and by the
+    # request lists compiled later (which then cost no index build on the first request).
+    # A tokenizer family it cannot read leaves it None: phrase_sequences then raises its own
+    # error for configured phrases, and a request list fails closed for that request.
+    spelling: TokenSpelling | None
+    try:
+        spelling = token_spelling(tokenizer)
+    except ValueError:
+        spelling = None
+
+    def expand(phrases: Sequence[str]) -> BannedSequences:
+        return phrase_sequences(tokenizer, phrases, spelling=spelling)
 
     preventive = options.guardrails.preventive
     derived = from_policy_set(policy_set) if policy_set is not None else PolicyDerived()
@@ -155,7 +177,7 @@ def compile_bans(
         masking = preventive.logit_masking
         phrases = [*masking.phrases, *derived.ban_phrases]
         if phrases:
-            found = phrase_sequences(tokenizer, phrases)
+            found = expand(phrases)
             ban_seqs.extend(found.sequences)
             sources.extend(found.sources)
         if masking.banned_tokens_file:
@@ -173,7 +195,7 @@ def compile_bans(
     risk_phrases = [*adaptive.risk_phrases, *derived.risk_phrases]
     risk_seqs: list[tuple[int, ...]] = []
     if preventive.enabled and adaptive.enabled and risk_phrases:
-        risk_seqs = list(phrase_sequences(tokenizer, risk_phrases).sequences)
+        risk_seqs = list(expand(risk_phrases).sequences)
     tools_cfg = options.guardrails.tools
 
     def encode(text: str) -> list[int]:
@@ -186,9 +208,7 @@ def compile_bans(
     tools = None
     if tools_cfg.enabled and (tools_cfg.arguments or tools_cfg.blocked_phrases):
         if tools_cfg.blocked_phrases:
-            tool_masker = _masker(
-                phrase_sequences(tokenizer, tools_cfg.blocked_phrases).sequences, vocab_size
-            )
+            tool_masker = _masker(expand(tools_cfg.blocked_phrases).sequences, vocab_size)
         tools = CompiledTools(tools_cfg, encode, tool_masker)
     ban_masker = _masker(ban_seqs, vocab_size)
     last = np.unique(np.array([s[-1] for s in ban_seqs if s], dtype=np.int64))
@@ -204,6 +224,7 @@ def compile_bans(
         num_ban_sequences=len(ban_seqs),
         ban_sources=tuple(dict.fromkeys(sources)),
         derived=derived,
+        requests=RequestBanCompiler(tokenizer, vocab_size, spelling=spelling),
     )
 
 

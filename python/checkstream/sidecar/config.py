@@ -31,8 +31,9 @@ class _Model(BaseModel):
 
 
 class VllmSection(_Model):
-    # Kept for compatibility with the spec's file; the plugin runs inside vLLM, so no socket is
-    # used. Accepted callbacks are the ones the processor implements.
+    # The unix socket vLLM's OpenAI server listens on (``--uds``): where ``checkstream sidecar
+    # serve`` reaches vLLM unless --vllm-url/--vllm-socket say otherwise. The processor runs
+    # inside vLLM and needs none. Accepted callbacks are the ones the processor implements.
     socket: str | None = None
     callbacks: tuple[Literal["on_sampling_step", "on_token_generated", "on_tool_call"], ...] = (
         "on_sampling_step",
@@ -108,6 +109,8 @@ class Guardrails(_Model):
 
 
 class Classifiers(_Model):
+    # The spec's "use KV-cache embeddings": accepted so that its sample file loads, but vLLM
+    # gives plugins no hidden states, so it cannot be honoured (see config_warnings).
     embedding_mode: bool = False
     models: tuple[str, ...] = ()
 
@@ -144,8 +147,27 @@ class EngineOptions(_Model):
     # The proxy's hash-chained decision log (checkstream.audit): one record per guarded request
     # when a policy set is configured. One writer per file: give each engine its own path.
     decision_log: str | None = None
+    # Raw text in the decision records and the phrases of request ban lists in the events
+    # log (otherwise: hashes only).
+    full_evidence: bool = False
     # Tokenizer used to expand phrases (default: the served model's).
     tokenizer: str | None = None
+
+
+EMBEDDING_MODE_WARNING = (
+    "classifiers.embedding_mode: true is not supported and is ignored: vLLM gives logits "
+    "processors no hidden states or KV-cache embeddings, so classifiers score the detokenised "
+    "text instead"
+)
+
+
+def config_warnings(config: SidecarConfig) -> list[str]:
+    """Fields of ``sidecar-config.yaml`` that are accepted (the spec's sample has them) but
+    cannot be honoured; each is logged at start-up and listed in the start-up summary."""
+    out = []
+    if config.classifiers.embedding_mode:
+        out.append(EMBEDDING_MODE_WARNING)
+    return out
 
 
 def _format(err: ValidationError, source: str) -> str:

@@ -8,7 +8,10 @@ belongs to and which tokens were sampled, and the core
 1. advances each slot's masker state with one Rust call for the whole batch
    (:meth:`GuardCore.feed`);
 2. lists the banned ``(row, token)`` pairs with one Rust call and writes them with one sparse
-   ``index_put_`` on the logits tensor, wherever it lives (:meth:`GuardCore.apply`);
+   ``index_put_`` on the logits tensor, wherever it lives (:meth:`GuardCore.apply`). Rows of
+   requests with a ban list of their own (``checkstream_ban``) also hold a state in that list's
+   masker: one more Rust call per *distinct* list in the batch (rows grouped by list), and their
+   pairs join the same single write;
 3. applies the adaptive-decoding transforms to rows in safe mode, and the tool-call forcing to
    the few rows that are inside a guarded tool argument.
 
@@ -34,6 +37,7 @@ from checkstream.masking.device import apply_pairs
 from checkstream.sidecar.adaptive import apply_safe_mode
 from checkstream.sidecar.config import EngineOptions
 from checkstream.sidecar.reactive import ReactiveLayer, ReactiveResult
+from checkstream.sidecar.request_bans import RequestBans, ban_digest, summary
 from checkstream.sidecar.requests import RequestOptions
 from checkstream.sidecar.tools import ToolTracker
 
@@ -97,6 +101,8 @@ class GuardCore:
         self._cap = 0
         self._alloc(capacity)
         self.trackers: dict[int, ToolTracker] = {}
+        # Request ban lists in use, by RequestBans.id (xban_id holds the id per slot, -1: none).
+        self._xbans: dict[int, RequestBans] = {}
         # Set by the shells when a policy set is configured (see reactive.py).
         self.reactive: ReactiveLayer | None = None
         self.eos_ids: I64 = np.zeros(0, dtype=np.int64)
@@ -135,6 +141,8 @@ class GuardCore:
         )
         self.generated: npt.NDArray[np.int64] = grow(getattr(self, "generated", None), np.int64, 0)
         self.stop: npt.NDArray[np.bool_] = grow(getattr(self, "stop", None), np.bool_, False)
+        self.xban_id: I64 = grow(getattr(self, "xban_id", None), np.int64, -1)
+        self.xban_state: U32 = grow(getattr(self, "xban_state", None), np.uint32, 0)
         self.tags: list[str | None] = [*getattr(self, "tags", []), *([None] * (cap - old))]
         self._cap = cap
 
@@ -175,14 +183,17 @@ class GuardCore:
         self.safe_top_p_arr[slot] = np.nan if sp is None else sp
         self.generated[slot] = 0
         self.stop[slot] = False
+        self.xban_id[slot] = -1
+        self.xban_state[slot] = 0
         self.tags[slot] = request.tag
         self.trackers.pop(slot, None)
         if self.reactive is not None:
             self.reactive.release(slot)
         if not guarded:
             return False
+        noted = self._admit_bans(slot, request) if request.bans else None
         if self.reactive is not None:
-            self.reactive.admit(slot, request.tag)
+            self.reactive.admit(slot, request.tag, {"request_bans": noted} if noted else None)
         tools = self.bans.tools
         if tools is not None and request.tools:
             self.trackers[slot] = ToolTracker(tools, self.bans.detokenize)
@@ -190,10 +201,57 @@ class GuardCore:
             self.feed_history(slot, prompt_ids, is_prompt=True)
         return True
 
+    def _admit_bans(self, slot: int, request: RequestOptions) -> dict[str, Any]:
+        """Compiles (or finds in the cache) the request's own ban list for ``slot``.
+
+        Runs inside vLLM's engine loop, where an exception would take the engine down: a list
+        that cannot be compiled fails closed instead (the request is ended with end-of-sequence,
+        as a reactive stop) and is recorded."""
+        compiler = self.bans.requests
+        try:
+            if compiler is None:
+                raise ValueError("this engine has no tokenizer to compile request bans with")
+            bans, cached = compiler.get(request.bans)
+        except Exception as err:  # the engine loop must survive a bad list; fail closed
+            self.stop[slot] = True
+            message = str(err)
+            if not self.options.full_evidence:  # the phrases stay out of the log
+                for index, phrase in enumerate(request.bans):
+                    message = message.replace(phrase, f"<phrase {index}>")
+            info: dict[str, Any] = {
+                "sha256": ban_digest(request.bans),
+                "phrases": len(request.bans),
+                "error": message,
+            }
+            self.events.record(
+                "request_bans_error",
+                tag=request.tag,
+                slot=slot,
+                enforced=bool(len(self.eos_ids)),
+                **info,
+            )
+            return info
+        if bans.masker is not None:
+            self._xbans[bans.id] = bans
+            self.xban_id[slot] = bans.id
+            self.xban_state[slot] = bans.start
+            if len(self._xbans) > 2 * compiler.cache_size:
+                live = set(self.xban_id[self.xban_id >= 0].tolist())
+                self._xbans = {k: v for k, v in self._xbans.items() if k in live}
+        info = summary(bans, cached, self.options.full_evidence)
+        self.events.record("request_bans", tag=request.tag, slot=slot, **info)
+        return info
+
+    def request_bans(self, slot: int) -> RequestBans | None:
+        """The request ban list ``slot`` is masked with, if any."""
+        x = int(self.xban_id[slot]) if slot < self._cap else -1
+        return self._xbans[x] if x >= 0 else None
+
     def release(self, slot: int) -> None:
         if slot < self._cap:
             self.guarded[slot] = False
             self.unknown[slot] = False
+            self.xban_id[slot] = -1
             self.trackers.pop(slot, None)
             if self.reactive is not None:
                 self.reactive.release(slot)
@@ -239,6 +297,8 @@ class GuardCore:
             self.safe_top_p_arr,
             self.generated,
             self.stop,
+            self.xban_id,
+            self.xban_state,
         )
 
     # ------------------------------------------------------------------ history
@@ -260,6 +320,9 @@ class GuardCore:
         masker = self.bans.ban_masker
         if masker is not None:
             self.state[slot] = masker.walk(int(self.state[slot]), toks)
+        xbans = self.request_bans(slot)
+        if xbans is not None and xbans.masker is not None:
+            self.xban_state[slot] = xbans.masker.walk(int(self.xban_state[slot]), toks)
         risk = self.bans.risk_masker
         one = np.array([slot], dtype=np.int64)
         if risk is not None and self.adaptive_enabled:
@@ -304,6 +367,8 @@ class GuardCore:
             states = np.ascontiguousarray(self.state[slots])
             masker.advance(states, np.ascontiguousarray(tokens))
             self.state[slots] = states
+        if self._xbans:
+            self._advance_request_bans(slots, tokens)
         # Counted first: a safe-mode switch records the number of tokens that led to it.
         self.generated[slots] += 1
         if self.bans.risk_masker is not None and self.adaptive_enabled:
@@ -317,6 +382,21 @@ class GuardCore:
         if reactive is not None and reactive.streams:
             for slot, tok in zip(slots.tolist(), tokens.tolist(), strict=True):
                 self._react(slot, reactive.feed(slot, tok))
+
+    def _advance_request_bans(self, slots: I64, tokens: I64) -> None:
+        """One ``advance`` per distinct request list among ``slots`` (rows grouped by list)."""
+        ids = self.xban_id[slots]
+        has = ids >= 0
+        if not has.any():
+            return
+        xslots, xtokens, xids = slots[has], tokens[has], ids[has]
+        for key in np.unique(xids).tolist():
+            masker = self._xbans[key].masker
+            assert masker is not None
+            sel = xids == key
+            states = np.ascontiguousarray(self.xban_state[xslots[sel]])
+            masker.advance(states, np.ascontiguousarray(xtokens[sel]))
+            self.xban_state[xslots[sel]] = states
 
     def _react(self, slot: int, result: ReactiveResult | None) -> None:
         """Acts on the reactive layer's verdict for one request."""
@@ -346,6 +426,8 @@ class GuardCore:
         Safe mode, once on, stays on; the risk is recounted over the known history."""
         self.unknown[slot] = False
         self.state[slot] = self.bans.ban_start
+        xbans = self.request_bans(slot)
+        self.xban_state[slot] = xbans.start if xbans is not None else 0
         self.risk_state[slot] = self.bans.risk_start
         self.risk[slot] = 0.0
         self.generated[slot] = 0
@@ -387,15 +469,19 @@ class GuardCore:
     # ------------------------------------------------------------------ the logits edit
 
     def apply(
-        self, logits: torch.Tensor, row_slots: I64, row_states: U32 | None = None
+        self,
+        logits: torch.Tensor,
+        row_slots: I64,
+        row_states: U32 | None = None,
+        row_xstates: U32 | None = None,
     ) -> torch.Tensor:
         """Edits ``logits`` (``[rows, vocab]``) in place for the guarded rows; returns it.
 
-        ``row_slots[i]`` is the slot of row ``i``; ``row_states`` overrides the rows' masker
-        states (speculative decoding: a draft row's history includes the drafts before it).
+        ``row_slots[i]`` is the slot of row ``i``; ``row_states`` and ``row_xstates`` override
+        the rows' states in the configured and the request maskers (speculative decoding: a
+        draft row's history includes the drafts before it). A numpy array works as well as a
+        torch tensor.
         """
-        import torch
-
         if not len(row_slots):
             return logits
         guarded = self.guarded[row_slots]
@@ -413,15 +499,27 @@ class GuardCore:
             if len(r):
                 pair_rows.append(rows_g[r])
                 pair_ids.append(t)
+        xkeys = self.xban_id[slots_g] if self._xbans else None
+        if xkeys is not None and (xkeys >= 0).any():
+            self._request_ban_pairs(rows_g, slots_g, xkeys, row_xstates, pair_rows, pair_ids)
         unknown = self.unknown[slots_g]
-        if unknown.any() and len(self.bans.last_tokens):
+        if unknown.any():
             # Fail closed: with the history unknown, any banned sequence could be one token
             # from completion, so its last token is masked.
             urows = rows_g[unknown]
+            before = len(pair_rows)
             last = self.bans.last_tokens
-            pair_rows.append(np.repeat(urows, len(last)))
-            pair_ids.append(np.tile(last, len(urows)))
-            self.events.record("fail_closed", rows=len(urows), reason="unknown token history")
+            if len(last):
+                pair_rows.append(np.repeat(urows, len(last)))
+                pair_ids.append(np.tile(last, len(urows)))
+            if xkeys is not None:
+                for row, key in zip(urows.tolist(), xkeys[unknown].tolist(), strict=True):
+                    if key >= 0:
+                        xlast = self._xbans[key].last_tokens
+                        pair_rows.append(np.full(len(xlast), row, dtype=np.int64))
+                        pair_ids.append(xlast)
+            if len(pair_rows) > before:
+                self.events.record("fail_closed", rows=len(urows), reason="unknown token history")
         if self.trackers:
             self._tool_pairs(logits, row_slots, rows_g, slots_g, pair_rows, pair_ids)
         if pair_rows:
@@ -432,11 +530,13 @@ class GuardCore:
         if stopping.any() and len(self.eos_ids):
             # The policy stopped this stream: only end-of-sequence may follow.
             for row in rows_g[stopping].tolist():
-                logits[row].fill_(float("-inf"))
+                logits[row] = float("-inf")
                 logits[row, int(self.eos_ids[0])] = 0.0
         if self.adaptive_enabled:
             safe = self.safe[slots_g]
             if safe.any():
+                import torch
+
                 srows = rows_g[safe]
                 sslots = slots_g[safe]
                 apply_safe_mode(
@@ -447,6 +547,28 @@ class GuardCore:
                     self.safe_top_p_arr[sslots],
                 )
         return logits
+
+    def _request_ban_pairs(
+        self,
+        rows_g: I64,
+        slots_g: I64,
+        xkeys: I64,
+        row_xstates: U32 | None,
+        pair_rows: list[I64],
+        pair_ids: list[I64],
+    ) -> None:
+        """Banned pairs of the rows with a request list: one ``banned`` call per distinct list."""
+        has = xkeys >= 0
+        xrows, xslots, keys = rows_g[has], slots_g[has], xkeys[has]
+        src = self.xban_state[xslots] if row_xstates is None else row_xstates[xrows]
+        for key in np.unique(keys).tolist():
+            masker = self._xbans[key].masker
+            assert masker is not None
+            sel = keys == key
+            r, t = masker.banned(np.ascontiguousarray(src[sel], dtype=np.uint32))
+            if len(r):
+                pair_rows.append(xrows[sel][r])
+                pair_ids.append(t)
 
     def _tool_pairs(
         self,
@@ -496,6 +618,7 @@ def attach_reactive(
         holdback=reactive.holdback_size,
         check_interval=reactive.check_interval,
         model=model,
+        full_evidence=core.options.full_evidence,
     )
     if core.options.decision_log:
         import atexit

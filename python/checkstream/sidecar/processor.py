@@ -81,9 +81,18 @@ def build_core(vllm_config: Any, options: EngineOptions, capacity: int) -> Guard
     eos = getattr(model_config.hf_config, "eos_token_id", None)
     eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
     attach_reactive(core, policy_set, eos_ids, str(model_config.model))
+    warnings: list[str] = []
+    if options.config:
+        from checkstream.sidecar.config import config_warnings, load_sidecar_config
+
+        warnings = config_warnings(load_sidecar_config(options.config))
+        for warning in warnings:
+            log.warning("checkstream: %s: %s", options.config, warning)
     core.events.record(
         "engine_start",
         ban_sequences=bans.num_ban_sequences,
+        request_ban_cache=bans.requests.cache_size if bans.requests is not None else 0,
+        warnings=warnings,
         risk_phrases=bans.risk_masker is not None,
         tools=bans.tools is not None,
         reactive=core.reactive is not None,
@@ -285,10 +294,10 @@ class CheckstreamLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):  # type:
             self._consumed[slot] = int(total[i])
         for i in one.tolist():
             self._consumed[int(slots[i])] = int(total[i])
-        row_states = None
+        row_states = row_xstates = None
         if spec:
-            row_states = self._draft_states(core, row_slots, guarded_rows, ctx)
-        return core.apply(logits, row_slots, row_states)
+            row_states, row_xstates = self._draft_states(core, row_slots, guarded_rows, ctx)
+        return core.apply(logits, row_slots, row_states, row_xstates)
 
     def _draft_states(
         self,
@@ -296,20 +305,26 @@ class CheckstreamLogitsProcessor(V1LogitsProcessor, V2LogitsProcessor):  # type:
         row_slots: np.ndarray[Any, Any],
         guarded_rows: np.ndarray[Any, Any],
         ctx: LogitsContext,
-    ) -> np.ndarray[Any, Any] | None:
+    ) -> tuple[np.ndarray[Any, Any] | None, np.ndarray[Any, Any] | None]:
         """Under speculative decoding a request owns one row per draft token: each row's
-        history is the committed tokens plus the drafts before it."""
+        history is the committed tokens plus the drafts before it. Returns the rows' states in
+        the configured masker and in their request lists' maskers (None: nothing to override)."""
         masker = core.bans.ban_masker
-        if masker is None:
-            return None
+        has_x = (core.xban_id[row_slots] >= 0) & guarded_rows
+        if masker is None and not has_x.any():
+            return None, None
         local = ctx.expanded_local_pos.to("cpu").numpy().astype(np.int64)
-        states = core.state[row_slots].copy()
+        states = np.asarray(core.state[row_slots], dtype=np.uint32).copy()
+        xstates = np.asarray(core.xban_state[row_slots], dtype=np.uint32).copy()
         drafted = np.nonzero((local > 0) & guarded_rows)[0]
-        if not len(drafted):
-            return np.asarray(states, dtype=np.uint32)
-        input_ids = ctx.input_ids.to("cpu").numpy().astype(np.int64)
+        input_ids = None if not len(drafted) else ctx.input_ids.to("cpu").numpy()
         for row in drafted.tolist():
+            assert input_ids is not None
             k = int(local[row])
-            drafts: Sequence[int] = input_ids[row - k + 1 : row + 1].tolist()
-            states[row] = masker.walk(int(states[row]), list(drafts))
-        return np.asarray(states, dtype=np.uint32)
+            drafts: Sequence[int] = input_ids[row - k + 1 : row + 1].astype(np.int64).tolist()
+            if masker is not None:
+                states[row] = masker.walk(int(states[row]), list(drafts))
+            xbans = core.request_bans(int(row_slots[row]))
+            if xbans is not None and xbans.masker is not None:
+                xstates[row] = xbans.masker.walk(int(xstates[row]), list(drafts))
+        return states, xstates

@@ -13,7 +13,7 @@ The policy logic itself stays in :mod:`checkstream.engine`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ class ReactiveLayer:
         holdback: int,
         check_interval: int,
         model: str,
+        full_evidence: bool = False,
     ) -> None:
         from checkstream.engine import Guard
 
@@ -50,11 +51,14 @@ class ReactiveLayer:
         self.streams: dict[int, Any] = {}
         self.pending: dict[int, list[int]] = {}
         self.output: dict[int, list[str]] = {}
+        # Extra top-level fields of a slot's decision record (e.g. its request ban list).
+        self.notes: dict[int, dict[str, Any]] = {}
+        self.full_evidence = full_evidence
         self.policy_version = policy_set.version
         # Same decision log as the proxy (checkstream.audit.DecisionLog); None: no records.
         self.log: Any | None = None
 
-    def admit(self, slot: int, tag: str | None) -> None:
+    def admit(self, slot: int, tag: str | None, notes: Mapping[str, Any] | None = None) -> None:
         from checkstream.engine import RequestContext
 
         ctx = RequestContext(
@@ -65,12 +69,15 @@ class ReactiveLayer:
         )
         self.pending[slot] = []
         self.output[slot] = []
+        if notes:
+            self.notes[slot] = dict(notes)
 
     def release(self, slot: int) -> None:
         """The request left the batch: judge its last text and write its decision record."""
         stream = self.streams.pop(slot, None)
         pending = self.pending.pop(slot, None)
         output = self.output.pop(slot, None)
+        notes = self.notes.pop(slot, None)
         if stream is None or self.log is None:
             return
         from checkstream.engine.records import build_record
@@ -88,8 +95,11 @@ class ReactiveLayer:
             latencies_ms={},
             input_text="",
             output_text="".join(output or []),
+            full_evidence=self.full_evidence,
             policy_version=self.policy_version,
         )
+        if notes:
+            record.update(notes)
         self.log.append(record)
 
     def move(self, src: int, dst: int) -> None:
@@ -98,6 +108,8 @@ class ReactiveLayer:
             self.streams[dst] = self.streams.pop(src)
             self.pending[dst] = self.pending.pop(src)
             self.output[dst] = self.output.pop(src)
+        if src in self.notes:
+            self.notes[dst] = self.notes.pop(src)
 
     def swap(self, a: int, b: int) -> None:
         sa, sb = self.streams.pop(a, None), self.streams.pop(b, None)
@@ -107,6 +119,11 @@ class ReactiveLayer:
             self.streams[b], self.pending[b], self.output[b] = sa, pa, oa
         if sb is not None and pb is not None and ob is not None:
             self.streams[a], self.pending[a], self.output[a] = sb, pb, ob
+        na, nb = self.notes.pop(a, None), self.notes.pop(b, None)
+        if na is not None:
+            self.notes[b] = na
+        if nb is not None:
+            self.notes[a] = nb
 
     def feed(self, slot: int, token: int) -> ReactiveResult | None:
         """Queues a token; every ``check_interval`` tokens judges the new text."""

@@ -23,7 +23,12 @@ KEYS = {
     "checkstream_safe_temperature": "temperature in safe mode (0 = greedy, <= 2)",
     "checkstream_safe_top_p": "top-p in safe mode (0 < p <= 1)",
     "checkstream_tools": "'on' or 'off': tool-call control for this request",
+    "checkstream_ban": "a phrase or a flat list of phrases banned for this request only, on "
+    "top of the configured ones",
 }
+# Per-request ban lists are compiled in the engine loop (on a cache miss), so they are bounded.
+MAX_BAN_PHRASES = 16
+MAX_BAN_PHRASE_CHARS = 64
 
 
 def _switch(key: str, value: Any) -> Literal["on", "off"]:
@@ -50,6 +55,36 @@ def _number(key: str, value: Any, lo: float, hi: float, lo_open: bool) -> float:
     return number
 
 
+def _ban_list(key: str, value: Any) -> tuple[str, ...]:
+    """A phrase or a flat list of phrases: stripped, de-duplicated and sorted (the cache key)."""
+    if isinstance(value, str):
+        items: list[Any] = [value]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise ValueError(
+            f"{key} must be a string or a flat list of strings, got {type(value).__name__}"
+        )
+    if len(items) > MAX_BAN_PHRASES:
+        raise ValueError(
+            f"{key} has {len(items)} phrases; the limit is {MAX_BAN_PHRASES} per request"
+        )
+    phrases: list[str] = []
+    for index, item in enumerate(items):
+        where = key if isinstance(value, str) else f"{key}[{index}]"
+        if not isinstance(item, str):
+            raise ValueError(f"{where} must be a string (a flat list of strings), got {item!r}")
+        phrase = item.strip()
+        if not phrase:
+            raise ValueError(f"{where} is empty or whitespace only")
+        if len(phrase) > MAX_BAN_PHRASE_CHARS:
+            raise ValueError(
+                f"{where} is {len(phrase)} characters long; the limit is {MAX_BAN_PHRASE_CHARS}"
+            )
+        phrases.append(phrase)
+    return tuple(sorted(set(phrases)))
+
+
 @dataclass(frozen=True)
 class RequestOptions:
     switch: Literal["on", "off"] | None = None
@@ -58,6 +93,8 @@ class RequestOptions:
     safe_temperature: float | None = None
     safe_top_p: float | None = None
     tools: bool = True
+    # checkstream_ban: stripped, de-duplicated and sorted phrases (empty: none).
+    bans: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, extra: Mapping[str, Any] | None) -> RequestOptions:
@@ -98,6 +135,14 @@ class RequestOptions:
         tools = True
         if "checkstream_tools" in values:
             tools = _switch("checkstream_tools", values["checkstream_tools"]) == "on"
+        bans: tuple[str, ...] = ()
+        if "checkstream_ban" in values:
+            bans = _ban_list("checkstream_ban", values["checkstream_ban"])
+            if bans and switch == "off":
+                raise ValueError(
+                    "checkstream_ban cannot be combined with checkstream: 'off' (a request "
+                    "that bans phrases must be guarded)"
+                )
         return cls(
             switch=switch,
             tag=None if tag is None else str(tag),
@@ -105,10 +150,12 @@ class RequestOptions:
             safe_temperature=temperature,
             safe_top_p=top_p,
             tools=tools,
+            bans=bans,
         )
 
     def guarded(self, options: EngineOptions) -> bool:
         """Whether the engine's options and this request's switch put it under guard."""
         if options.requests == "opt_in":
-            return self.switch == "on"
+            # A request that bans phrases of its own asks to be guarded.
+            return self.switch == "on" or (self.switch is None and bool(self.bans))
         return not (self.switch == "off" and options.allow_opt_out)
