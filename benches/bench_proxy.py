@@ -38,6 +38,7 @@ import argparse
 import asyncio
 import bisect
 import contextlib
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -155,7 +156,7 @@ def _serve(kind: str, upstream: str, port_q: Any, cpu: int | None = None) -> Non
     pin(cpu)  # first, so that every thread the server starts inherits it
     from hypercorn.asyncio import serve
 
-    from checkstream.proxy.server import hypercorn_config, new_event_loop
+    from checkstream.proxy.server import hypercorn_config, new_event_loop, tune_gc
 
     if kind == "replay":
         from checkstream.proxy.replay import Recording, ReplayUpstream
@@ -185,6 +186,10 @@ def _serve(kind: str, upstream: str, port_q: Any, cpu: int | None = None) -> Non
     cfg.bind = [f"fd://{sock.fileno()}"]
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
+    if kind in ("replay", "relay"):
+        # The proxy freezes its start-up heap itself (server.tune_gc); the load generator and
+        # the baseline relay get the same, so that no path pays full collections of it.
+        tune_gc()
     port_q.put(sock.getsockname()[1])
     loop.run_until_complete(serve(app, cfg))
 
@@ -298,11 +303,19 @@ async def one_stream(client: httpx.AsyncClient, base: str, replay: str, interval
 async def _read_stream(client: httpx.AsyncClient, base: str, body: dict[str, Any],
                        headers: dict[str, str], faults: dict[str, Any], parser: Any,
                        arrivals: list[float], parts: list[str]) -> None:
-    async with client.stream("POST", base + "/v1/chat/completions", json=body,
-                             headers={**headers, "x-replay-faults": json.dumps(faults)}) as r:
-        r.raise_for_status()
-        async for raw in r.aiter_raw():
-            now = time.monotonic()
+    # Reads are only stamped and kept while the stream runs; parsing them waits until it has
+    # ended (also on failure), so that the client's own JSON work does not delay the stamps of
+    # the other streams' chunks.
+    reads: list[tuple[float, bytes]] = []
+    try:
+        async with client.stream("POST", base + "/v1/chat/completions", json=body,
+                                 headers={**headers,
+                                          "x-replay-faults": json.dumps(faults)}) as r:
+            r.raise_for_status()
+            async for raw in r.aiter_raw():
+                reads.append((time.monotonic(), raw))
+    finally:
+        for now, raw in reads:
             for ev in parser.feed(raw):
                 if ev.data.startswith("[DONE]"):
                     continue
@@ -321,9 +334,16 @@ async def run_load(base: str, replay: str, n: int, interval_ms: float,
     async with httpx.AsyncClient(timeout=httpx.Timeout(120.0), limits=limits) as client:
         t0 = time.monotonic()
         step = interval_ms / 1000 / n if staggered else 0.0
-        results = await asyncio.gather(*(one_stream(client, base, replay, interval_ms,
-                                                    headers or {}, i * step)
-                                         for i in range(n)))
+        # No collections in the client while it stamps arrivals (a paced run lasts ~1-2 s): its
+        # own pauses would be counted as latency of whichever path is being measured.
+        gc.collect()
+        gc.disable()
+        try:
+            results = await asyncio.gather(*(one_stream(client, base, replay, interval_ms,
+                                                        headers or {}, i * step)
+                                             for i in range(n)))
+        finally:
+            gc.enable()
         return list(results), time.monotonic() - t0
 
 
