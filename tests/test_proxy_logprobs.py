@@ -111,6 +111,7 @@ def responses_stream(c: openai.OpenAI, name: str) -> tuple[str, list[Json], str]
     parts += [p for item in final.output for p in getattr(item, "content", None) or []]
     for part in parts:
         assert [_delta_shape(x.model_dump()) for x in part.logprobs] == entries
+        assert all(spelled(x.token) == bytes(x.bytes) for x in part.logprobs)
     return text, entries, str(final.status)
 
 
@@ -171,6 +172,7 @@ def assert_spells_released(entries: list[Json], released: str) -> None:
     at = 0
     for e in entries:
         chosen = spelled(e["token"], e.get("bytes"))
+        assert spelled(e["token"]) == chosen  # the token's text and its bytes agree
         found = data.find(chosen, at)
         assert found >= 0, (e["token"], released)
         at = found + len(chosen)

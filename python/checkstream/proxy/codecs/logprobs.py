@@ -200,7 +200,8 @@ def columns(entries: Sequence[Json]) -> Json:
 
 
 def part_entry(e: Json) -> Json:
-    """A Responses delta entry (no ``bytes``) in the shape of an ``output_text`` part's."""
+    """A Responses delta entry (no ``bytes``) in the shape of an ``output_text`` part's; a token
+    with ``\\xNN`` escapes is taken to stand for those bytes."""
     def with_bytes(x: Json) -> Json:
         if isinstance(x.get("bytes"), list):
             return x
