@@ -107,3 +107,23 @@ def test_non_json_data_names_the_problem() -> None:
 def test_fields_and_bom() -> None:
     events = SSEParser().feed(b"\xef\xbb\xbfid: 7\nretry: 10\nfoo: bar\ndata:x\n\n")
     assert events == [SSEEvent(data="x", event=None, id="7", retry=10)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(EVENTS, st.booleans(), st.lists(st.integers(min_value=0, max_value=200), max_size=8),
+       st.lists(st.sampled_from(["id: 7", "retry: 250", ": ping"]), max_size=3))
+def test_reads_on_event_boundaries_parse_like_any_other_split(
+    events: list[tuple[str | None, list[str]]], comments: bool, at: list[int], extra: list[str]
+) -> None:
+    """Reads that end exactly on event boundaries (the parser's fast path, the usual case with
+    real upstreams) give the same events, ids and retries as a byte-by-byte feed."""
+    blocks = [b for b in _wire(events, "\n", comments).split(b"\n\n") if b]
+    blocks[:0] = [x.encode() for x in extra]  # fields that carry over to later events
+    wire = b"".join(b + b"\n\n" for b in blocks)
+    edges = sorted({sum(len(b) + 2 for b in blocks[: i % (len(blocks) + 1)]) for i in at})
+    whole = SSEParser()
+    got = [e for piece in _split(wire, edges) for e in whole.feed(piece)]
+    slow = SSEParser()
+    want = [e for i in range(len(wire)) for e in slow.feed(wire[i : i + 1])]
+    assert got == want
+    assert [(e.event, e.data) for e in got] == [(k, "\n".join(ls)) for k, ls in events]

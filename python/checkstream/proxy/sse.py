@@ -99,6 +99,14 @@ class SSEParser:
                 text = text[1:]
         if not text:
             return []
+        if (
+            not self._line
+            and not self._data
+            and self._event is None
+            and text.endswith("\n\n")
+            and "\r" not in text
+        ):
+            return self._whole_events(text)
         buf = self._line + text
         # Splitting in C (str.split / re.split) rather than a per-character loop: this runs for
         # every upstream read of every stream.
@@ -108,6 +116,22 @@ class SSEParser:
             self._pending_cr = True
         if len(self._line) > self._max:
             raise SSEError(f"an SSE line exceeds {self._max} characters")
+        return self._feed_lines(lines)
+
+    def _whole_events(self, text: str) -> list[SSEEvent]:
+        """The common case, one upstream read = whole events (LF line ends, nothing pending):
+        each ``data: ...`` block becomes an event without the line-by-line walk; any other
+        block (several lines, comments, other fields, an oversized line) takes that walk."""
+        events: list[SSEEvent] = []
+        for block in text[:-2].split("\n\n"):
+            if block.startswith("data: ") and "\n" not in block and len(block) - 6 <= self._max:
+                events.append(SSEEvent(block[6:], None, self._id, self._retry))
+                self._retry = None
+            else:
+                events += self._feed_lines([*block.split("\n"), ""])
+        return events
+
+    def _feed_lines(self, lines: list[str]) -> list[SSEEvent]:
         events: list[SSEEvent] = []
         for line in lines:
             ev = self._process_line(line)
