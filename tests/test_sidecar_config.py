@@ -9,7 +9,7 @@ import pytest
 
 from checkstream.cli import main
 from checkstream.sidecar.config import SidecarConfigError, engine_options, load_sidecar_config
-from checkstream.sidecar.requests import RequestOptions
+from checkstream.sidecar.requests import MAX_BAN_PHRASE_CHARS, MAX_BAN_PHRASES, RequestOptions
 
 SPEC_FILE = """
 vllm:
@@ -115,6 +115,61 @@ def test_cli_validate_config(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "policies.path" in capsys.readouterr().err
     path.write_text(SPEC_FILE.replace("  path: /etc/checkstream/policies\n", ""))
     assert main(["sidecar", "validate-config", str(path)]) == 0
-    assert json.loads(capsys.readouterr().out)["adaptive_decoding"] is True
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["adaptive_decoding"] is True
+    # The spec's embedding_mode is accepted but cannot be honoured: said, not swallowed.
+    assert [w.split(":")[0] for w in summary["warnings"]] == ["classifiers.embedding_mode"]
+    without = SPEC_FILE.replace("  path: /etc/checkstream/policies\n", "")
+    path.write_text(without.replace("embedding_mode: true", "embedding_mode: false"))
+    assert main(["sidecar", "validate-config", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["warnings"] == []
     assert main(["sidecar", "validate-config", str(tmp_path / "missing.yaml")]) == 1
     assert "cannot read sidecar config" in capsys.readouterr().err
+
+
+def test_checkstream_ban_takes_a_phrase_or_a_flat_list_as_a_sorted_cache_key() -> None:
+    one = RequestOptions.parse({"checkstream_ban": "  kill switch "})
+    assert one.bans == ("kill switch",)
+    many = RequestOptions.parse({"checkstream_ban": ["zeta", "alpha beta", "zeta", " alpha beta"]})
+    assert many.bans == ("alpha beta", "zeta")
+    assert RequestOptions.parse({"checkstream_ban": ["zeta", "alpha beta"]}).bans == many.bans
+    assert RequestOptions.parse({"checkstream_ban": []}).bans == ()
+    limit = ["p" * MAX_BAN_PHRASE_CHARS] + [f"phrase {i}" for i in range(MAX_BAN_PHRASES - 1)]
+    assert len(RequestOptions.parse({"checkstream_ban": limit}).bans) == MAX_BAN_PHRASES
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ([["a", "b"]], r"checkstream_ban\[0\] must be a string \(a flat list of strings\)"),
+        (["ok", 3], r"checkstream_ban\[1\] must be a string"),
+        (7, "checkstream_ban must be a string or a flat list of strings, got int"),
+        ({"a": 1}, "checkstream_ban must be a string or a flat list of strings, got dict"),
+        ("   ", "checkstream_ban is empty or whitespace only"),
+        (["fine", ""], r"checkstream_ban\[1\] is empty or whitespace only"),
+        (
+            [f"p{i}" for i in range(MAX_BAN_PHRASES + 1)],
+            f"checkstream_ban has {MAX_BAN_PHRASES + 1} phrases; the limit is "
+            f"{MAX_BAN_PHRASES} per request",
+        ),
+        (
+            "x" * (MAX_BAN_PHRASE_CHARS + 1),
+            f"checkstream_ban is {MAX_BAN_PHRASE_CHARS + 1} characters long; the limit is "
+            f"{MAX_BAN_PHRASE_CHARS}",
+        ),
+    ],
+)
+def test_bad_checkstream_ban_values_name_the_key_and_the_limit(value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RequestOptions.parse({"checkstream_ban": value})
+
+
+def test_a_request_ban_list_opts_in_and_cannot_be_combined_with_off() -> None:
+    opt_in = engine_options({"checkstream": {"requests": "opt_in"}})
+    lenient = engine_options({"checkstream": {"allow_opt_out": True}})
+    assert opt_in is not None and lenient is not None
+    assert RequestOptions.parse({"checkstream_ban": "x y"}).guarded(opt_in)
+    assert not RequestOptions.parse({"checkstream_ban": []}).guarded(opt_in)
+    assert RequestOptions.parse({"checkstream_ban": "x y"}).guarded(lenient)
+    with pytest.raises(ValueError, match="checkstream_ban cannot be combined with checkstream"):
+        RequestOptions.parse({"checkstream": "off", "checkstream_ban": "x y"})

@@ -4,8 +4,14 @@ server; tests/sidecar/test_serve.py runs it against the real one)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -16,7 +22,13 @@ from checkstream.proxy.config import ConfigError
 from checkstream.proxy.replay import ReplayUpstream
 from checkstream.proxy.server import BackgroundServer
 from checkstream.sidecar.config import load_sidecar_config, parse_sidecar_config
-from checkstream.sidecar.serve import DEFAULT_VLLM_URL, proxy_config
+from checkstream.sidecar.serve import (
+    DEFAULT_VLLM_URL,
+    SOCKET_URL,
+    proxy_config,
+    resolve_backend,
+    socket_transport,
+)
 
 SPEC_FILE = """
 vllm:
@@ -104,14 +116,95 @@ def test_a_bad_vllm_url_names_the_field() -> None:
         proxy_config(parse_sidecar_config({}), vllm_url="vllm:8000", env={})
 
 
-def test_cli_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     path = write_config(tmp_path)
     args = ["sidecar", "serve", "-c", str(path), "--port", "0", "--check"]
-    assert main([*args, "--decision-log", str(tmp_path / "d.log")]) == 0
+    url = "http://127.0.0.1:8000/v1"  # wins over the file's vllm.socket
+    with caplog.at_level(logging.WARNING, logger="checkstream.sidecar"):
+        assert main([*args, "--vllm-url", url, "--decision-log", str(tmp_path / "d.log")]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["holdback_size"] == 8 and summary["check_interval"] == 10
-    assert summary["vllm"] == DEFAULT_VLLM_URL and summary["listen"] == "0.0.0.0:0"
+    assert summary["vllm"] == url and summary["listen"] == "0.0.0.0:0"
     assert summary["decision_log"] == str(tmp_path / "d.log")
+    # The spec's embedding_mode: true is accepted, and said to be ignored, not swallowed.
+    (warning,) = summary["warnings"]
+    assert warning.startswith("classifiers.embedding_mode: true is not supported")
+    assert "classifiers score the detokenised text instead" in warning
+    logged = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.getMessage() for r in logged] == [f"{path}: {warning}"]
+
+
+def test_no_warning_without_embedding_mode(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write_config(tmp_path, "policies: {path: policies}\n")
+    with caplog.at_level(logging.WARNING, logger="checkstream.sidecar"):
+        assert main(["sidecar", "serve", "-c", str(path), "--check"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["warnings"] == [] and summary["vllm"] == DEFAULT_VLLM_URL
+    assert not [r for r in caplog.records if r.name == "checkstream.sidecar"]
+
+
+@pytest.fixture
+def sock_path(tmp_path: Path) -> Iterator[str]:
+    """A listening unix socket (its path), as vLLM's ``--uds`` leaves one."""
+    path = str(tmp_path / "vllm.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.bind(path)
+        s.listen(1)
+        yield path
+
+
+def test_cli_vllm_socket_from_the_flag_or_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sock_path: str
+) -> None:
+    spec = write_config(tmp_path)  # vllm.socket: /shared/checkstream.sock (absent here)
+    assert main(["sidecar", "serve", "-c", str(spec), "--vllm-socket", sock_path, "--check"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["vllm"] == f"unix:{sock_path}"
+    own = write_config(tmp_path, SPEC_FILE.replace("/shared/checkstream.sock", sock_path))
+    assert main(["sidecar", "serve", "-c", str(own), "--check"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["vllm"] == (
+        f"unix:{sock_path}"
+    )
+    sidecar = load_sidecar_config(own)
+    assert resolve_backend(sidecar, vllm_url=None, vllm_socket=None) == (SOCKET_URL, sock_path)
+    assert resolve_backend(sidecar, vllm_url="http://h:1/v1", vllm_socket=None) == (
+        "http://h:1/v1",
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--vllm-url", "http://127.0.0.1:8000/v1", "--vllm-socket", "SOCK"], "not both"),
+        ([], "vllm.socket: /shared/checkstream.sock does not exist"),
+        (["--vllm-socket", "MISSING"], "--vllm-socket: MISSING does not exist; start vLLM"),
+        (["--vllm-socket", "FILE"], "--vllm-socket: FILE is not a unix socket"),
+    ],
+)
+def test_cli_vllm_socket_errors(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    sock_path: str,
+    flags: list[str],
+    message: str,
+) -> None:
+    spec = write_config(tmp_path)
+    (tmp_path / "file").write_text("not a socket")
+    names = {
+        "SOCK": sock_path,
+        "MISSING": str(tmp_path / "missing.sock"),
+        "FILE": str(tmp_path / "file"),
+    }
+    flags = [names.get(f, f) for f in flags]
+    message = next((message.replace(k, v) for k, v in names.items() if k in message), message)
+    assert main(["sidecar", "serve", "-c", str(spec), *flags, "--check"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("checkstream sidecar serve:") and message in err
 
 
 @pytest.mark.parametrize(
@@ -150,3 +243,68 @@ def test_the_mapped_app_redacts_across_the_stream(tmp_path: Path) -> None:
             whole = client.completions.create(model="customer-record", prompt="order 4471")
     assert "jane.doe@example.com" not in streamed and "[EMAIL]" in streamed
     assert whole.choices[0].text == streamed
+
+
+class UnixServer:
+    """An ASGI app served by hypercorn on a unix socket in a thread (vLLM's ``--uds`` stand-in)."""
+
+    def __init__(self, app: Any, path: str) -> None:
+        self.app, self.path = app, path
+        self._loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from hypercorn.asyncio import serve
+        from hypercorn.config import Config
+
+        asyncio.set_event_loop(self._loop)
+        cfg = Config()
+        cfg.bind = [f"unix:{self.path}"]
+
+        async def main() -> None:
+            self._stop = asyncio.Event()
+            self._loop.call_soon(self._ready.set)
+            await serve(self.app, cfg, shutdown_trigger=self._stop.wait)  # type: ignore[arg-type]
+
+        self._loop.run_until_complete(main())
+
+    def __enter__(self) -> UnixServer:
+        self._thread.start()
+        assert self._ready.wait(30)
+        for _ in range(300):
+            if Path(self.path).exists():
+                return self
+            threading.Event().wait(0.01)
+        raise AssertionError(f"{self.path} was not created")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+def test_the_mapped_app_reaches_vllm_over_a_unix_socket(tmp_path: Path) -> None:
+    """The same redaction with the upstream on a unix socket (the transport the CLI builds for
+    --vllm-socket / vllm.socket); no TCP port on the upstream side at all."""
+    text = "guardrails: {reactive: {holdback_size: 8}}\npolicies: {path: policies}\n"
+    sidecar = load_sidecar_config(write_config(tmp_path, text))
+    path = str(tmp_path / "vllm.sock")
+    with UnixServer(ReplayUpstream().app, path):
+        url, sock = resolve_backend(sidecar, vllm_url=None, vllm_socket=path)
+        assert (url, sock) == (SOCKET_URL, path)
+        cfg = proxy_config(sidecar, vllm_url=url, env={})
+        app = create_app(cfg, transport=socket_transport(path))
+        with BackgroundServer(app, name="sidecar") as front:
+            client = openai.OpenAI(base_url=front.url + "/v1", api_key="k", max_retries=0)
+            streamed = "".join(
+                c.choices[0].text
+                for c in client.completions.create(
+                    model="customer-record", prompt="order 4471", stream=True
+                )
+                if c.choices
+            )
+            models = client.models.list()
+    assert "jane.doe@example.com" not in streamed and "[EMAIL]" in streamed
+    assert models.data  # other routes pass through the socket too

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from checkstream.sidecar.config import SidecarConfigError, load_sidecar_config
+from checkstream.sidecar.config import SidecarConfigError, config_warnings, load_sidecar_config
 from checkstream.sidecar.serve import DEFAULT_PORT, DEFAULT_VLLM_URL
 
 
@@ -29,7 +29,15 @@ def add_commands(subparsers: Any) -> None:
     )
     serve.add_argument("--config", "-c", required=True, help="sidecar-config.yaml")
     serve.add_argument(
-        "--vllm-url", default=DEFAULT_VLLM_URL, help=f"vLLM's /v1 URL (default {DEFAULT_VLLM_URL})"
+        "--vllm-url",
+        help=f"vLLM's /v1 URL (default {DEFAULT_VLLM_URL}, or vllm.socket when the config "
+        "gives one)",
+    )
+    serve.add_argument(
+        "--vllm-socket",
+        metavar="PATH",
+        help="reach vLLM's OpenAI server over this unix socket (vLLM started with --uds PATH); "
+        "default: vllm.socket from the config. Not with --vllm-url",
     )
     serve.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
     serve.add_argument(
@@ -79,6 +87,7 @@ def _validate(args: argparse.Namespace) -> int:
         "banned_phrases": len(masking.phrases),
         "adaptive_decoding": config.guardrails.preventive.adaptive_decoding.enabled,
         "tool_arguments": sorted(config.guardrails.tools.arguments),
+        "warnings": config_warnings(config),
     }
     print(json.dumps(summary))
     return 0
@@ -89,13 +98,16 @@ def _serve(args: argparse.Namespace) -> int:
 
     from checkstream.policy import PolicyError
     from checkstream.proxy.config import ConfigError
-    from checkstream.sidecar.serve import proxy_config
+    from checkstream.sidecar.serve import proxy_config, resolve_backend, socket_transport
 
     try:
         sidecar = load_sidecar_config(args.config)
+        vllm_url, vllm_socket = resolve_backend(
+            sidecar, vllm_url=args.vllm_url, vllm_socket=args.vllm_socket
+        )
         cfg = proxy_config(
             sidecar,
-            vllm_url=args.vllm_url,
+            vllm_url=vllm_url,
             host=args.host,
             port=args.port,
             decision_log=args.decision_log,
@@ -107,9 +119,13 @@ def _serve(args: argparse.Namespace) -> int:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
         logging.getLogger("httpx").setLevel(logging.WARNING)
+        warnings = config_warnings(sidecar)
+        for warning in warnings:
+            logging.getLogger("checkstream.sidecar").warning("%s: %s", args.config, warning)
         from checkstream.proxy.app import create_app
 
-        app = create_app(cfg)
+        transport = socket_transport(vllm_socket) if vllm_socket is not None else None
+        app = create_app(cfg, transport=transport)
     except (SidecarConfigError, ConfigError, PolicyError, ValueError) as err:
         print(f"checkstream sidecar serve: {err}", file=sys.stderr)
         return 2
@@ -117,11 +133,12 @@ def _serve(args: argparse.Namespace) -> int:
     runtime = next(iter(app.extensions["checkstream"].runtimes.values()))
     summary = {
         "listen": f"{cfg.server.host}:{cfg.server.port}",
-        "vllm": cfg.backend.url,
+        "vllm": cfg.backend.url if vllm_socket is None else f"unix:{vllm_socket}",
         "policy_version": runtime.store.current.version,
         "holdback_size": mid.holdback_size if mid.enabled else None,
         "check_interval": mid.check_interval,
         "decision_log": str(cfg.telemetry.decision_log) if cfg.telemetry.decision_log else None,
+        "warnings": warnings,
     }
     print(json.dumps(summary), flush=True)
     if args.check:

@@ -15,7 +15,17 @@ sidecar-config.yaml                 proxy
 ``classifiers.models``              ``guardrails.midstream.classifiers`` (checked at start-up)
 ``policies.path`` / ``hot_reload``  ``policies.path`` / ``hot_reload`` (unset: the shipped pack)
 ``--vllm-url``                      ``backend.url`` (provider ``openai``)
+``--vllm-socket`` / ``vllm.socket``   ``backend.url`` ``http://localhost/v1`` over the unix
+                                    socket (an httpx ``uds`` transport; vLLM ``--uds PATH``)
+``classifiers.embedding_mode``      nothing: vLLM exposes no hidden states to a plugin, so
+                                    classifiers score the detokenised text (a start-up warning)
 ==================================  ===========================================================
+
+The socket is how the spec's pod deploys the pair (a shared ``emptyDir`` volume, no port
+between the containers). ``--vllm-url`` and ``--vllm-socket`` exclude each other; a socket
+given on the command line wins over ``vllm.socket`` in the file, and so does a ``--vllm-url``
+on the command line. The socket must exist when the sidecar starts (vLLM binds it before it loads
+the model, so start vLLM first or let the sidecar's container restart).
 
 The preventive and tool sections are the processor's (vLLM reads the same file through
 ``--additional-config``); nothing of them runs here. Of the environment only
@@ -26,16 +36,68 @@ toward vLLM, which is not what a sidecar should do.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from checkstream.proxy.config import ProxyConfig, config_from_mapping
-from checkstream.sidecar.config import SidecarConfig
+from checkstream.sidecar.config import SidecarConfig, SidecarConfigError
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_VLLM_URL = "http://127.0.0.1:8000/v1"
+# The URL requests carry over the socket: vLLM routes on the path; the host is only a header.
+SOCKET_URL = "http://localhost/v1"
 DEFAULT_PORT = 8080
 _ENV_KEPT = ("CHECKSTREAM_ADMIN_TOKEN",)
+
+
+def resolve_backend(
+    config: SidecarConfig, *, vllm_url: str | None, vllm_socket: str | None
+) -> tuple[str, str | None]:
+    """``(backend URL, unix socket or None)`` from the flags and ``vllm.socket``.
+
+    Both flags at once is an error; a socket path that does not exist (or is not a socket) is
+    an error naming it. Without flags, ``vllm.socket`` is used, else the default URL."""
+    if vllm_url is not None and vllm_socket is not None:
+        raise SidecarConfigError(
+            "give --vllm-url or --vllm-socket, not both (one is how to reach vLLM: a TCP URL or "
+            "the unix socket vLLM serves with --uds)"
+        )
+    if vllm_url is not None:
+        return vllm_url, None
+    path = vllm_socket if vllm_socket is not None else config.vllm.socket
+    if path is None:
+        return DEFAULT_VLLM_URL, None
+    origin = "--vllm-socket" if vllm_socket is not None else "vllm.socket"
+    check_socket(path, origin)
+    return SOCKET_URL, path
+
+
+def check_socket(path: str, origin: str = "--vllm-socket") -> None:
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise SidecarConfigError(
+            f"{origin}: {path} does not exist; start vLLM's OpenAI server with --uds {path} "
+            "first (it creates the socket before loading the model)"
+        ) from None
+    except OSError as err:
+        raise SidecarConfigError(f"{origin}: cannot stat {path}: {err.strerror}") from None
+    if not stat.S_ISSOCK(mode):
+        raise SidecarConfigError(f"{origin}: {path} is not a unix socket")
+
+
+def socket_transport(path: str) -> httpx.AsyncHTTPTransport:
+    """The proxy's upstream transport over vLLM's unix socket, with the connection limits the
+    proxy's own client uses (a transport passed in replaces the client's pool)."""
+    import httpx
+
+    return httpx.AsyncHTTPTransport(
+        uds=path, limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+    )
 
 
 def proxy_mapping(
