@@ -290,7 +290,10 @@ class OpenAIChatCodec(Codec):
                         stopped = text_ch
             if stopped is not None:
                 msg["content"] = (msg.get("content") or "") if content is None else msg["content"]
-                if stopped.key[0] == "tool":
+                if stopped.key != ("choice", idx):
+                    # A tool call or a refusal / reasoning field stopped: the content was never
+                    # judged (as in the stream, where it comes after them), so only the
+                    # refusal is returned.
                     msg["content"] = stopped.refusal.lstrip()
                 msg.pop("tool_calls", None)
                 c["finish_reason"] = "content_filter"

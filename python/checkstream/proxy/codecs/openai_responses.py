@@ -46,6 +46,9 @@ _DONE_FIELD = {
     "response.reasoning_summary_text.done": "text",
 }
 _FINAL = ("response.completed", "response.incomplete", "response.failed")
+# Events that carry a whole part (its text so far): rebuilt from released text only.
+_PART_EVENTS = ("response.content_part.added", "response.content_part.done",
+                "response.reasoning_summary_part.added", "response.reasoning_summary_part.done")
 _INPUT_PARTS = ("input_text", "text", "output_text")
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
 
@@ -58,8 +61,11 @@ def _ids(d: Json) -> Json:
 
 
 def _text_key(d: Json) -> tuple[str, str, int]:
-    return ("text", str(d.get("item_id")), int(d.get("content_index") or d.get("summary_index")
-                                               or 0))
+    """The channel of a text event: a reasoning item's summary parts and its content parts are
+    numbered separately, so they are separate channels."""
+    if "summary_index" in d and "content_index" not in d:
+        return ("summary", str(d.get("item_id")), int(d.get("summary_index") or 0))
+    return ("text", str(d.get("item_id")), int(d.get("content_index") or 0))
 
 
 class ResponsesTranslator(StreamTranslator):
@@ -164,7 +170,7 @@ class ResponsesTranslator(StreamTranslator):
             out = [self._forward({**_ids(data), "type": "response.function_call_arguments.delta",
                                   "delta": rest})] if rest else []
             return [*out, self._forward({**_ids(data), "type": kind, "arguments": ch.released})]
-        if kind in ("response.content_part.done", "response.content_part.added"):
+        if kind in _PART_EVENTS:
             part = dict(data.get("part") or {})
             part_ch = self.session.channels.get(_text_key(data))
             field = "refusal" if part.get("type") == "refusal" else "text"
@@ -208,7 +214,7 @@ class ResponsesTranslator(StreamTranslator):
         if "content" in item:
             item["content"] = content
         for si, s in enumerate(item.get("summary") or []):
-            ch = self.session.channels.get(("text", iid, si))
+            ch = self.session.channels.get(("summary", iid, si))
             if isinstance(s, dict) and "text" in s:
                 item["summary"][si] = {**s, "text": ch.released if ch else ""}
         return item
@@ -222,7 +228,7 @@ class ResponsesTranslator(StreamTranslator):
         ci = int(data.get("content_index") or 0)
         refusal = pending + ch.refusal
         item = dict(self.items.get(oi) or {"id": iid, "type": "message", "role": "assistant"})
-        if ch.key[0] == "text":
+        if ch.key[0] in ("text", "summary"):
             out.append(self._ev("response.output_text.delta", item_id=iid, output_index=oi,
                                 content_index=ci, delta=refusal, logprobs=entries or []))
             text = ch.released + ch.refusal
@@ -317,11 +323,18 @@ class OpenAIResponsesCodec(Codec):
             else:
                 for si, summ in enumerate(item.get("summary") or []):
                     if isinstance(summ, dict) and isinstance(summ.get("text"), str):
-                        ch = await session.guard_text(("text", iid, si), summ["text"],
+                        ch = await session.guard_text(("summary", iid, si), summ["text"],
                                                       egress=False)
                         summ["text"] = ch.released
                         if ch.stopped:
+                            # Nothing after the stop was judged: later summary parts and the
+                            # item's content go; the refusal closes the part that stopped.
                             stopped = ch
+                            summ["text"] = ch.released + ch.refusal
+                            item["summary"] = item["summary"][: si + 1]
+                            if "content" in item:
+                                item["content"] = []
+                            item["status"] = "incomplete"
                             break
                 for ci, part in enumerate(item.get("content") or []):
                     if stopped is not None:
