@@ -1,5 +1,5 @@
-"""Model text outside the answer (reasoning, refusals, summaries) is guarded like the answer,
-and a stop there never lets unjudged text through, streamed or not.
+"""Model text outside the answer (reasoning, refusals, summaries, tool inputs) is guarded like
+the answer, and a stop there never lets unjudged text through, streamed or not.
 
 The upstream is a canned one on loopback that answers with the providers' own shapes for
 reasoning models (chat ``reasoning_content``; Responses ``reasoning`` items with ``summary`` and
@@ -79,6 +79,10 @@ QUIET_ITEM: dict[str, Any] = {
     "summary": [{"type": "summary_text", "text": f"The user is {SECRET}, say hello."}],
     "content": [],
 }  # fmt: skip
+CUSTOM_CALL: dict[str, Any] = {
+    "id": "ctc_1", "type": "custom_tool_call", "call_id": "call_1", "name": "send_mail",
+    "input": f"to: {SECRET}\nbody: hello", "status": "completed",
+}  # fmt: skip
 MESSAGE_ITEM: dict[str, Any] = {
     "id": "msg_1", "type": "message", "status": "completed", "role": "assistant",
     "content": [{"type": "output_text", "text": ANSWER, "annotations": []}],
@@ -117,6 +121,24 @@ def _responses_stream(reasoning_item: dict[str, Any]) -> list[bytes]:
     return out
 
 
+def _custom_call_stream() -> list[bytes]:
+    seq = iter(range(1000))
+
+    def ev(kind: str, **payload: Any) -> bytes:
+        return encode_event({"type": kind, **payload, "sequence_number": next(seq)}, event=kind)
+
+    ids = {"item_id": "ctc_1", "output_index": 0}
+    out = [ev("response.created", response={**RESPONSE, "status": "in_progress", "output": []}),
+           ev("response.output_item.added", output_index=0, item={**CUSTOM_CALL, "input": ""})]
+    text = CUSTOM_CALL["input"]
+    out += [ev("response.custom_tool_call_input.delta", **ids, delta=text[i : i + 4])
+            for i in range(0, len(text), 4)]
+    out.append(ev("response.custom_tool_call_input.done", **ids, input=text))
+    out.append(ev("response.output_item.done", output_index=0, item=CUSTOM_CALL))
+    out.append(ev("response.completed", response={**RESPONSE, "output": [CUSTOM_CALL]}))
+    return out
+
+
 def _upstream() -> Quart:
     app = Quart("reasoning-upstream")
 
@@ -130,11 +152,14 @@ def _upstream() -> Quart:
     @app.post("/v1/responses")
     async def responses() -> Response:
         body = await request.get_json()
+        tools = body.get("model") == "tools"  # a custom tool call whose input needs a redaction
         if body.get("stream"):
             # model "quiet": a summary that only needs a redaction (no stop)
             item = QUIET_ITEM if body.get("model") == "quiet" else REASONING_ITEM
-            return Response(b"".join(_responses_stream(item)), content_type="text/event-stream")
-        return Response(json.dumps(RESPONSE), content_type="application/json")
+            events = _custom_call_stream() if tools else _responses_stream(item)
+            return Response(b"".join(events), content_type="text/event-stream")
+        answer = {**RESPONSE, "output": [CUSTOM_CALL]} if tools else RESPONSE
+        return Response(json.dumps(answer), content_type="application/json")
 
     return app
 
@@ -211,3 +236,23 @@ def test_responses_streamed_summary_part_done_is_rebuilt_from_released_text(
             if line.startswith("data: ") and "reasoning_summary_part.done" in line]
     assert len(done) == 1
     assert done[0]["part"]["text"].startswith("The user is [EMAIL]")
+
+
+def test_custom_tool_call_input_is_guarded_streamed_and_not(client: openai.OpenAI) -> None:
+    """A custom tool call's free-form input is model output like function arguments: redacted
+    in the deltas, the done event and the final item, and identical streamed and not."""
+    plain = client.responses.with_raw_response.create(model="tools", input="hi")
+    assert SECRET not in plain.text
+    (item,) = json.loads(plain.text)["output"]
+    assert item["input"] == "to: [EMAIL]\nbody: hello"
+    with client.responses.with_streaming_response.create(model="tools", input="hi",
+                                                         stream=True) as resp:
+        body = resp.read().decode()
+    assert SECRET not in body
+    events = [json.loads(line[len("data: "):]) for line in body.splitlines()
+              if line.startswith("data: ")]
+    deltas = "".join(e["delta"] for e in events
+                     if e["type"] == "response.custom_tool_call_input.delta")
+    (done,) = [e for e in events if e["type"] == "response.custom_tool_call_input.done"]
+    (final,) = [e for e in events if e["type"] == "response.completed"]
+    assert deltas == done["input"] == final["response"]["output"][0]["input"] == item["input"]

@@ -46,6 +46,14 @@ _DONE_FIELD = {
     "response.reasoning_summary_text.done": "text",
 }
 _FINAL = ("response.completed", "response.incomplete", "response.failed")
+# Tool calls whose input the model writes, and the field that holds it: each one's input is a
+# guarded channel, streamed as `<prefix>.delta` / `<prefix>.done` events.
+_CALL_FIELD = {"function_call": "arguments", "custom_tool_call": "input", "mcp_call": "arguments",
+               "code_interpreter_call": "code"}
+_CALL_EVENTS = {"response.function_call_arguments": "arguments",
+                "response.custom_tool_call_input": "input",
+                "response.mcp_call_arguments": "arguments",
+                "response.code_interpreter_call_code": "code"}
 # Events that carry a whole part (its text so far): rebuilt from released text only.
 _PART_EVENTS = ("response.content_part.added", "response.content_part.done",
                 "response.reasoning_summary_part.added", "response.reasoning_summary_part.done")
@@ -155,21 +163,22 @@ class ResponsesTranslator(StreamTranslator):
             out.append(self._forward({**_ids(data), "type": kind, _DONE_FIELD[kind]: ch.released,
                                       "logprobs": list(t.emitted) if t is not None else []}))
             return out
-        if kind == "response.function_call_arguments.delta":
+        prefix, _, suffix = kind.rpartition(".")
+        if prefix in _CALL_EVENTS and suffix in ("delta", "done"):
             ch = self.session.channel(("args", str(data.get("item_id"))))
-            released = await ch.feed(str(data.get("delta") or ""))
-            if ch.stopped:
-                return await self._stop(data, ch, "")
-            return [self._forward({**_ids(data), "type": kind, "delta": released})] \
-                if released else []
-        if kind == "response.function_call_arguments.done":
-            ch = self.session.channel(("args", str(data.get("item_id"))))
+            if suffix == "delta":
+                released = await ch.feed(str(data.get("delta") or ""))
+                if ch.stopped:
+                    return await self._stop(data, ch, "")
+                return [self._forward({**_ids(data), "type": kind, "delta": released})] \
+                    if released else []
             rest = await ch.finish(egress=False)
             if ch.stopped:
                 return await self._stop(data, ch, "")
-            out = [self._forward({**_ids(data), "type": "response.function_call_arguments.delta",
-                                  "delta": rest})] if rest else []
-            return [*out, self._forward({**_ids(data), "type": kind, "arguments": ch.released})]
+            out = [self._forward({**_ids(data), "type": prefix + ".delta", "delta": rest})] \
+                if rest else []
+            return [*out, self._forward({**_ids(data), "type": kind,
+                                         _CALL_EVENTS[prefix]: ch.released})]
         if kind in _PART_EVENTS:
             part = dict(data.get("part") or {})
             part_ch = self.session.channels.get(_text_key(data))
@@ -197,9 +206,11 @@ class ResponsesTranslator(StreamTranslator):
 
     def _guarded_item(self, item: Json) -> Json:
         iid = str(item.get("id"))
-        if item.get("type") == "function_call":
-            ch = self.session.channels.get(("args", iid))
-            item["arguments"] = ch.released if ch is not None else ""
+        call_field = _CALL_FIELD.get(str(item.get("type")))
+        if call_field is not None:
+            if isinstance(item.get(call_field), str):
+                ch = self.session.channels.get(("args", iid))
+                item[call_field] = ch.released if ch is not None else ""
             return item
         content = []
         for ci, part in enumerate(item.get("content") or []):
@@ -311,9 +322,10 @@ class OpenAIResponsesCodec(Codec):
         for item in data.get("output") or []:
             iid = str(item.get("id"))
             stopped: Channel | None = None
-            if item.get("type") == "function_call" and isinstance(item.get("arguments"), str):
-                ch = await session.guard_text(("args", iid), item["arguments"], egress=False)
-                item["arguments"] = ch.released
+            call_field = _CALL_FIELD.get(str(item.get("type")), "")
+            if isinstance(item.get(call_field), str):
+                ch = await session.guard_text(("args", iid), item[call_field], egress=False)
+                item[call_field] = ch.released
                 if ch.stopped:
                     stopped = ch
                     item = {"id": iid, "type": "message", "status": "incomplete",
