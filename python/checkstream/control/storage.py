@@ -3,12 +3,14 @@
 ::
 
     DATA/bundles/<version>.json   signed bundle bytes, written once (temp file + rename)
-    DATA/control.db               releases (channel history), nodes (last heartbeat), telemetry
+    DATA/control.db               releases (channel history), nodes (last heartbeat), telemetry,
+                                  evidence segments (see evidence_store)
+    DATA/evidence/<node_id>/decisions.jsonl   each node's shipped decision log (append-only)
 
-A version is stored once and never rewritten; releasing it on a channel appends to that
-channel's history, whose last entry is the channel's latest. The history is what tells a node
-that is merely *outdated* (running an earlier release) from one that has *drifted* (running a set
-this channel never released).
+A version is stored once and never rewritten; releasing it on a channel (or rolling back)
+appends to that channel's history (:mod:`checkstream.control.releases`), whose last entry is the
+channel's latest. The history is what tells a node that is merely *outdated* (running an earlier
+release) from one that has *drifted* (running a set this channel never released).
 """
 
 from __future__ import annotations
@@ -24,9 +26,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from checkstream.control.evidence_store import EvidenceStore
+from checkstream.control.releases import Action, ReleaseEvent, release_stack
 from checkstream.control.telemetry import Heartbeat, parse_interval
 
-__all__ = ["ControlStore", "NodeRow", "Release"]
+__all__ = ["ControlStore", "NodeRow", "Release", "RollbackError"]
+
+# Columns added after the first release of the schema: (table, column, declaration).
+_MIGRATIONS = (
+    ("releases", "action", "TEXT NOT NULL DEFAULT 'publish'"),
+    ("releases", "actor", "TEXT NOT NULL DEFAULT 'admin'"),
+    ("releases", "source", "TEXT"),
+    ("nodes", "evidence_error", "TEXT"),
+)
+
+
+class RollbackError(Exception):
+    """Nothing to roll back to; the message says what the channel holds."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bundles (
@@ -34,7 +50,8 @@ CREATE TABLE IF NOT EXISTS bundles (
     size INTEGER NOT NULL, stored_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS releases (
     id INTEGER PRIMARY KEY AUTOINCREMENT, channel TEXT NOT NULL,
-    version TEXT NOT NULL REFERENCES bundles(version), released_at REAL NOT NULL);
+    version TEXT NOT NULL REFERENCES bundles(version), released_at REAL NOT NULL,
+    action TEXT NOT NULL DEFAULT 'publish', actor TEXT NOT NULL DEFAULT 'admin', source TEXT);
 CREATE TABLE IF NOT EXISTS nodes (
     node_id TEXT PRIMARY KEY, mode TEXT NOT NULL, software_version TEXT NOT NULL,
     policy_version TEXT, channel TEXT NOT NULL, policy_error TEXT,
@@ -67,6 +84,7 @@ class NodeRow:
     first_seen: float
     last_seen: float
     last_metrics: dict[str, Any]
+    evidence_error: str | None = None
 
 
 class ControlStore:
@@ -77,7 +95,13 @@ class ControlStore:
         # One connection, used from the server's event loop; the lock covers other threads.
         self._db = sqlite3.connect(self.root / "control.db", check_same_thread=False)
         self._db.executescript(_SCHEMA)
+        for table, column, decl in _MIGRATIONS:
+            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        self._db.commit()
         self._lock = threading.Lock()
+        self.evidence = EvidenceStore(self.root / "evidence", self._db, self._lock)
 
     def close(self) -> None:
         with self._lock:
@@ -119,17 +143,67 @@ class ControlStore:
             return None
         return self.bundle_path(version).read_bytes()
 
-    def release(self, channel: str, version: str) -> bool:
-        """Make ``version`` the channel's latest; False if it already is."""
-        latest = self.latest(channel)
-        if latest is not None and latest.version == version:
-            return False
+    def resolve_version(self, text: str) -> list[str]:
+        """Stored versions equal to ``text`` or starting with it (a short version from the
+        fleet page); the caller decides what none or several mean."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT version FROM bundles WHERE version = ? OR substr(version, 1, ?) = ? "
+                "ORDER BY version LIMIT 10",
+                (text, len(text), text),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def release(
+        self, channel: str, version: str, *, actor: str = "admin", action: Action = "publish",
+        source: str | None = None,
+    ) -> bool:
+        """Make ``version`` the channel's latest; False (nothing recorded) if it already is."""
         with self._lock, self._db:
+            row = self._db.execute(
+                "SELECT version FROM releases WHERE channel = ? ORDER BY id DESC LIMIT 1",
+                (channel,),
+            ).fetchone()
+            if row is not None and row[0] == version:
+                return False
             self._db.execute(
-                "INSERT INTO releases (channel, version, released_at) VALUES (?, ?, ?)",
-                (channel, version, time.time()),
+                "INSERT INTO releases (channel, version, released_at, action, actor, source) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (channel, version, time.time(), action, actor, source),
             )
         return True
+
+    def rollback(self, channel: str, *, actor: str = "admin") -> ReleaseEvent:
+        """Go back to the release before the current one on ``channel`` (the history replayed
+        as a stack); raise :class:`RollbackError` when there is none."""
+        with self._lock, self._db:  # one transaction: two rollbacks at once pop twice, not once
+            stack = release_stack(self._events(channel))
+            if not stack:
+                raise RollbackError(f"nothing has been released on channel {channel!r}")
+            if len(stack) == 1:
+                raise RollbackError(
+                    f"channel {channel!r} has no earlier release to roll back to (it serves "
+                    f"{stack[0][:12]}, its only release left)")
+            target = stack[-2]
+            self._db.execute(
+                "INSERT INTO releases (channel, version, released_at, action, actor, source) "
+                "VALUES (?, ?, ?, 'rollback', ?, ?)",
+                (channel, target, time.time(), actor, stack[-1]),
+            )
+            return self._events(channel)[-1]
+
+    def _events(self, channel: str) -> list[ReleaseEvent]:
+        rows = self._db.execute(
+            "SELECT id, channel, version, released_at, action, actor, source FROM releases "
+            "WHERE channel = ? ORDER BY id",
+            (channel,),
+        ).fetchall()
+        return [ReleaseEvent(*r) for r in rows]
+
+    def history(self, channel: str) -> list[ReleaseEvent]:
+        """Every release event of ``channel``, oldest first."""
+        with self._lock:
+            return self._events(channel)
 
     def latest(self, channel: str) -> Release | None:
         with self._lock:
@@ -167,13 +241,15 @@ class ControlStore:
         metrics_json = json.dumps(m.model_dump(mode="json"), sort_keys=True)
         with self._lock, self._db:
             self._db.execute(
-                "INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(node_id) DO "
+                "INSERT INTO nodes (node_id, mode, software_version, policy_version, channel, "
+                "policy_error, first_seen, last_seen, last_metrics, evidence_error) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(node_id) DO "
                 "UPDATE SET mode=excluded.mode, software_version=excluded.software_version, "
                 "policy_version=excluded.policy_version, channel=excluded.channel, "
                 "policy_error=excluded.policy_error, last_seen=excluded.last_seen, "
-                "last_metrics=excluded.last_metrics",
+                "last_metrics=excluded.last_metrics, evidence_error=excluded.evidence_error",
                 (node_id, beat.mode, beat.software_version, beat.policy_version, beat.channel,
-                 beat.policy_error, now, now, metrics_json),
+                 beat.policy_error, now, now, metrics_json, beat.evidence_error),
             )
             self._db.execute(
                 "INSERT INTO telemetry (node_id, received_at, interval_start, interval_end, mode, "
@@ -188,9 +264,12 @@ class ControlStore:
 
     def nodes(self) -> list[NodeRow]:
         with self._lock:
-            rows = self._db.execute("SELECT * FROM nodes ORDER BY node_id").fetchall()
+            rows = self._db.execute(
+                "SELECT node_id, mode, software_version, policy_version, channel, policy_error, "
+                "first_seen, last_seen, last_metrics, evidence_error FROM nodes ORDER BY node_id"
+            ).fetchall()
         return [
-            NodeRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]))
+            NodeRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8]), r[9])
             for r in rows
         ]
 

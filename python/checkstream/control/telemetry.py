@@ -95,6 +95,8 @@ class Heartbeat(_Model):
     """``<start>/<ISO 8601 duration>`` (``2024-01-15T10:00:00Z/PT1M``) or ``<start>/<end>``."""
     policy_error: str | None = Field(default=None, max_length=2000)
     """Why the node's last bundle was refused (it serves its previous set)."""
+    evidence_error: str | None = Field(default=None, max_length=2000)
+    """Why the node's last full-evidence upload failed (only nodes that ship evidence)."""
     metrics: AggregateMetrics = AggregateMetrics()
 
     @model_validator(mode="before")
