@@ -51,13 +51,13 @@ def test_proxy_follows_the_control_plane(control: Control, tmp_path: Path) -> No
             with control.client(ADMIN) as admin:
                 nodes = admin.get("/v1/fleet").json()["nodes"]
                 rows = list(csv.DictReader(io.StringIO(
-                    admin.get("/v1/evidence/export").text)))
+                    admin.get("/v1/telemetry/export").text)))
             return (bool(nodes) and nodes[0]["policy_version"] == v2
                     and sum(int(r["requests"]) for r in rows) >= 2)
 
         assert wait_for(reported)
     with control.client(ADMIN) as admin:
-        rows = list(csv.DictReader(io.StringIO(admin.get("/v1/evidence/export").text)))
+        rows = list(csv.DictReader(io.StringIO(admin.get("/v1/telemetry/export").text)))
     busy = [r for r in rows if int(r["requests"])]
     assert busy and all(r["mode"] == "proxy" and r["latency_p50_ms"] for r in busy)
     assert sum(int(r["allow"]) + int(r["redact"]) + int(r["stop"]) for r in rows) == sum(

@@ -126,7 +126,7 @@ def test_auth_failures(control: Control) -> None:
         assert anon.get("/v1/bundles/latest").status_code == 401
         assert anon.post("/v1/nodes/node-1/heartbeat", json=beat).status_code == 401
         assert anon.get("/v1/fleet").status_code == 401
-        assert anon.get("/v1/evidence/export").status_code == 401
+        assert anon.get("/v1/telemetry/export").status_code == 401
         page = anon.get("/fleet")
         assert page.status_code == 401 and page.headers["WWW-Authenticate"].startswith("Basic")
         basic = base64.b64encode(f"admin:{ADMIN}".encode()).decode()
@@ -137,7 +137,7 @@ def test_auth_failures(control: Control) -> None:
     with control.client(NODE1) as node:
         assert node.post("/v1/bundles", content=data).status_code == 403
         assert node.get("/v1/fleet").status_code == 403
-        assert node.get("/v1/evidence/export").status_code == 403
+        assert node.get("/v1/telemetry/export").status_code == 403
         forbidden = node.post("/v1/nodes/node-2/heartbeat", json=beat)
         assert forbidden.status_code == 403 and "node-1" in forbidden.json()["error"]["message"]
         assert node.post("/v1/nodes/node-1/heartbeat", json=beat).status_code == 200
@@ -216,7 +216,7 @@ def test_fleet_shows_versions_drift_and_down_nodes(control: Control) -> None:
     assert (three["health"], three["policy_status"]) == ("degraded", "drift")
     assert three["mode"] == "sidecar" and three["policy_error"] == "bundle 1234 rejected"
     assert view["summary"] == {"nodes": 3, "up": 1, "down": 1, "degraded": 1, "current": 1,
-                               "outdated": 1, "drift": 1}
+                               "outdated": 1, "withdrawn": 0, "drift": 1}
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "node-2" in page.text and "outdated" in page.text and v2[:12] in page.text
 
@@ -226,7 +226,7 @@ def test_evidence_export_csv(control: Control) -> None:
         heartbeat(c, "node-1", None, requests=100, redact=5, stop=2, p95=8.3)
         heartbeat(c, "node-1", None, requests=0)
     with control.client(ADMIN) as admin:
-        resp = admin.get("/v1/evidence/export")
+        resp = admin.get("/v1/telemetry/export")
         assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/csv")
         rows = list(csv.DictReader(io.StringIO(resp.text)))
         assert len(rows) == 2
@@ -239,10 +239,10 @@ def test_evidence_export_csv(control: Control) -> None:
         assert first["interval_end"] == "2026-11-27T08:00:30Z"
         assert first["rules_triggered"] == '{"PRIN-2A-001":2,"no-secrets":5}'
         assert rows[1]["redact_rate"] == ""  # no requests: no rate, not a division by zero
-        future = admin.get("/v1/evidence/export", params={"since": "2999-01-01"})
+        future = admin.get("/v1/telemetry/export", params={"since": "2999-01-01"})
         assert future.text.count("\n") == 1  # the header only
-        past = admin.get("/v1/evidence/export", params={"until": "2000-01-01T00:00:00Z"})
+        past = admin.get("/v1/telemetry/export", params={"until": "2000-01-01T00:00:00Z"})
         assert past.text.count("\n") == 1
-        assert admin.get("/v1/evidence/export", params={"since": "soon"}).status_code == 400
-        only = admin.get("/v1/evidence/export", params={"node": "node-9"})
+        assert admin.get("/v1/telemetry/export", params={"since": "soon"}).status_code == 400
+        only = admin.get("/v1/telemetry/export", params={"node": "node-9"})
         assert only.text.count("\n") == 1
