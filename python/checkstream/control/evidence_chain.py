@@ -120,9 +120,10 @@ def _check_start(entry: Entry, head: ChainHead | None) -> None:
             f"{dict(head.auth) or 'no keys'}")
 
 
-def check_segment(data: bytes, head: ChainHead | None) -> CheckedSegment:
+def check_segment(data: bytes, head: ChainHead | None, *, first_line: int = 1) -> CheckedSegment:
     """Check ``data`` (whole lines) against the node's stored ``head``; raise
-    :class:`SegmentRefused` with the first problem, else return what to store."""
+    :class:`SegmentRefused` with the first problem, else return what to store. ``first_line``
+    numbers the lines in messages (a stored log re-checked in chunks)."""
     if not data:
         raise SegmentRefused(422, "malformed_segment", "the segment is empty")
     if not data.endswith(b"\n"):
@@ -133,7 +134,7 @@ def check_segment(data: bytes, head: ChainHead | None) -> CheckedSegment:
     checker = Checker()
     first: Entry | None = None
     last: Entry | None = None
-    for number, line in enumerate(data[:-1].split(b"\n"), start=1):
+    for number, line in enumerate(data[:-1].split(b"\n"), start=first_line):
         if not line:
             raise SegmentRefused(422, "malformed_segment", f"line {number} is empty")
         entry = _entry(checker, line, number)
