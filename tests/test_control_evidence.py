@@ -21,6 +21,7 @@ from checkstream.audit.chain import Sealer
 from checkstream.cli import main
 from checkstream.control.agent import Agent
 from checkstream.control.auth import Tokens
+from checkstream.control.evidence_chain import check_segment
 from checkstream.control.evidence_export import EvidenceCorrupt, verify_stored
 from checkstream.control.evidence_shipper import STATE_FILE
 from checkstream.control.server import create_app
@@ -305,3 +306,23 @@ def test_agent_cli_ships_evidence(control: Control, tmp_path: Path,
                  "--control", control.url, "--token", ADMIN]) == 0
     assert "6 record(s)" in capsys.readouterr().out
     assert out.read_bytes() == log.read_bytes()
+
+
+def test_an_unrecorded_tail_is_cut_at_start(tmp_path: Path) -> None:
+    """A crash between appending a segment and recording it leaves bytes the table does not
+    know: they are cut off when the store opens, never exported."""
+    log = tmp_path / "node" / "decisions.jsonl"
+    write_log(log, 0, 3)
+    store = ControlStore(tmp_path / "data")
+    store.evidence.append("node-1", check_segment(log.read_bytes(), None))
+    stored = store.evidence.path("node-1")
+    with stored.open("ab") as f:
+        f.write(lines(log)[0][:40])  # half of a segment that was never recorded
+    store.close()
+    reopened = ControlStore(tmp_path / "data")
+    try:
+        assert stored.read_bytes() == log.read_bytes()
+        assert verify_stored(reopened.evidence, "node-1") == 3
+        assert reopened.evidence.head("node-1") is not None
+    finally:
+        reopened.close()

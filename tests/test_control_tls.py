@@ -6,7 +6,12 @@ handshake; a certificate for node A used as node B is a 403; plain HTTP to the T
 from __future__ import annotations
 
 import logging
+import signal
+import socket
 import ssl
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,3 +256,61 @@ def test_certs_and_serve_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main([*base, "--tls-cert", str(out / "server.pem"),
                  "--tls-key", str(tmp_path / "nope.key")]) == 2
     assert "nope.key: no such file" in capsys.readouterr().err
+
+
+def test_serve_and_agent_commands_over_mutual_tls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The commands an operator runs: ``control certs``, ``control serve`` with mutual TLS (a
+    real process), ``bundle push`` with an admin certificate, ``agent --once`` with a node's."""
+    pki = tmp_path / "pki"
+    assert main(["control", "certs", str(pki), "--node", "node-1"]) == 0
+    key = tmp_path / "control.key"
+    private, public = generate_keypair()
+    key.write_bytes(private)
+    (tmp_path / "control.pub").write_bytes(public)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"https://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from checkstream.cli import main; "
+         "sys.exit(main(sys.argv[1:]))", "control", "serve", "--data", str(tmp_path / "data"),
+         "--signing-key", str(key), "--port", str(port), "--admin-token", ADMIN,
+         "--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key"),
+         "--client-ca", str(pki / "ca.pem"), "--accept-evidence"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    admin_tls = ["--ca", str(pki / "ca.pem"), "--cert", str(pki / "admin.pem"),
+                 "--key", str(pki / "admin.key")]
+    try:
+        ctx = client_context(pki / "ca.pem", pki / "admin.pem", pki / "admin.key")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert httpx.get(f"{url}/health", verify=ctx, timeout=2).status_code == 200
+                break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline, "did not start"
+                time.sleep(0.1)
+        policy = pack(tmp_path, "v1")
+        assert main(["control", "bundle", "push", str(policy), "--control", url, "--token", ADMIN,
+                     *admin_tls]) == 0
+        capsys.readouterr()
+        node = ["agent", "--control", url, "--node-id", "node-1", "--public-key",
+                str(tmp_path / "control.pub"), "--policies-dir", str(tmp_path / "node"),
+                "--ca", str(pki / "ca.pem"), "--once"]
+        def identity(name: str) -> list[str]:
+            return ["--cert", str(pki / f"{name}.pem"), "--key", str(pki / f"{name}.key")]
+
+        assert main([*node, *identity("node-1")]) == 0
+        assert "installed: serving" in capsys.readouterr().out
+        # Without a certificate (or token) the agent refuses to start; with the admin's
+        # certificate it is refused as node-1 (that certificate names no node).
+        assert main(node) == 2
+        assert main([*node, *identity("admin")]) == 1
+        assert "HTTP 403" in capsys.readouterr().out
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=30)
+    assert server.returncode == 0, output
+    assert "mutual TLS: client certificates required" in output

@@ -108,7 +108,13 @@ class Tokens:
     ) -> Principal:
         """Any admin or node may fetch bundles; under mutual TLS without node tokens, a
         certificate that names a node is enough."""
-        if cert_ids and not self.node_tokens and not authorization:
+        if cert_ids is not None and not authorization:
+            if self.node_tokens:
+                raise AuthError(401, "missing credentials: this control plane needs a node "
+                                "token besides the client certificate (Authorization: Bearer)")
+            if not cert_ids:
+                raise AuthError(403, "the client certificate names no node id (and no token "
+                                "was sent)")
             return Principal("node", ANY_NODE, label="cert")
         return self.identify(authorization)
 

@@ -222,13 +222,6 @@ class ControlStore:
             ).fetchall()
         return {r[0]: Release(*r) for r in rows}
 
-    def released_versions(self, channel: str) -> set[str]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT DISTINCT version FROM releases WHERE channel = ?", (channel,)
-            ).fetchall()
-        return {r[0] for r in rows}
-
     # ---- nodes and telemetry
 
     def record_heartbeat(self, node_id: str, beat: Heartbeat, *, now: float | None = None) -> None:
