@@ -21,8 +21,8 @@ from typing import Any
 from quart import Quart, Response, request
 
 from checkstream.control.access import Access
-from checkstream.control.names import CHANNEL, VERSION_PREFIX
-from checkstream.control.responses import error_response, json_response
+from checkstream.control.names import VERSION_PREFIX
+from checkstream.control.responses import channel_error, error_response, json_response
 from checkstream.control.storage import ControlStore, RollbackError
 
 __all__ = ["register_release_routes"]
@@ -30,13 +30,6 @@ __all__ = ["register_release_routes"]
 log = logging.getLogger("checkstream.control")
 
 _RELEASE_KEYS = frozenset({"version", "from_channel"})
-
-
-def _bad_channel(channel: str) -> Response | None:
-    if CHANNEL.match(channel):
-        return None
-    return error_response(400, "bad_channel", f"{channel[:64]!r} is not a channel name "
-                          "(lowercase letters, digits, _ . -)")
 
 
 async def _release_body() -> dict[str, Any] | Response:
@@ -57,7 +50,7 @@ def register_release_routes(app: Quart, store: ControlStore, access: Access) -> 
     @app.post("/v1/channels/<channel>/release")
     async def channel_release(channel: str) -> Response:
         who = access.admin()
-        if (bad := _bad_channel(channel)) is not None:
+        if (bad := channel_error(channel)) is not None:
             return bad
         body = await _release_body()
         if isinstance(body, Response):
@@ -65,7 +58,7 @@ def register_release_routes(app: Quart, store: ControlStore, access: Access) -> 
         source: str | None = None
         if "from_channel" in body:
             source = str(body["from_channel"])
-            if (bad := _bad_channel(source)) is not None:
+            if (bad := channel_error(source)) is not None:
                 return bad
             current = store.latest(source)
             if current is None:
@@ -96,7 +89,7 @@ def register_release_routes(app: Quart, store: ControlStore, access: Access) -> 
     @app.post("/v1/channels/<channel>/rollback")
     async def channel_rollback(channel: str) -> Response:
         who = access.admin()
-        if (bad := _bad_channel(channel)) is not None:
+        if (bad := channel_error(channel)) is not None:
             return bad
         try:
             event = store.rollback(channel, actor=who.label)
@@ -110,7 +103,7 @@ def register_release_routes(app: Quart, store: ControlStore, access: Access) -> 
     @app.get("/v1/channels/<channel>/history")
     async def channel_history(channel: str) -> Response:
         access.admin()
-        if (bad := _bad_channel(channel)) is not None:
+        if (bad := channel_error(channel)) is not None:
             return bad
         events = store.history(channel)
         return json_response({"channel": channel,

@@ -11,7 +11,9 @@ from typing import Any
 
 from quart import Response
 
-__all__ = ["error_response", "json_response"]
+from checkstream.control.names import CHANNEL
+
+__all__ = ["channel_error", "error_response", "json_response"]
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -22,3 +24,11 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 def error_response(status: int, reason: str, message: str, **extra: Any) -> Response:
     """``extra`` goes next to ``error`` in the body (e.g. the stored chain head on a 409)."""
     return json_response({"error": {"reason": reason, "message": message}, **extra}, status)
+
+
+def channel_error(channel: str) -> Response | None:
+    """The 400 for a name that is not a channel name, else None."""
+    if CHANNEL.match(channel):
+        return None
+    return error_response(400, "bad_channel", f"{channel[:64]!r} is not a channel name "
+                          "(lowercase letters, digits, _ . -; at most 64)")

@@ -44,9 +44,9 @@ from checkstream.control.bundle import verify_bundle as _verify
 from checkstream.control.dashboard import fleet_html
 from checkstream.control.evidence_routes import register_evidence_routes
 from checkstream.control.fleet import fleet_view, telemetry_csv
-from checkstream.control.names import CHANNEL, NODE_ID, VERSION
+from checkstream.control.names import NODE_ID, VERSION
 from checkstream.control.release_routes import register_release_routes
-from checkstream.control.responses import error_response, json_response
+from checkstream.control.responses import channel_error, error_response, json_response
 from checkstream.control.storage import ControlStore
 from checkstream.control.telemetry import Heartbeat
 from checkstream.control.tls import ServerTLS
@@ -62,12 +62,6 @@ def _etag_matches(header: str | None, version: str) -> bool:
         return False
     tags = {t.strip().removeprefix("W/").strip('"') for t in header.split(",")}
     return version in tags or "*" in tags
-
-
-def _bad_channel(channel: str) -> Response | None:
-    if CHANNEL.match(channel):
-        return None
-    return error_response(400, "bad_channel", f"channel {channel[:64]!r} is not a channel name")
 
 
 def create_app(
@@ -109,7 +103,7 @@ def create_app(
     async def upload() -> Response:
         who = access.admin()
         channel = request.args.get("channel", "stable")
-        if (bad := _bad_channel(channel)) is not None:
+        if (bad := channel_error(channel)) is not None:
             return bad
         data = await request.get_data(cache=False, as_text=False)
         assert isinstance(data, bytes)
@@ -139,7 +133,7 @@ def create_app(
     async def latest() -> Response:
         access.reader()
         channel = request.args.get("channel", "stable")
-        if (bad := _bad_channel(channel)) is not None:
+        if (bad := channel_error(channel)) is not None:
             return bad
         release = store.latest(channel)
         if release is None:

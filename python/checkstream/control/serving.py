@@ -122,14 +122,22 @@ async def _serve_tls(
     lifespan = Lifespan(wrapped, cfg, loop, state)
     lifespan_task = loop.create_task(lifespan.handle_lifespan())
     await lifespan.wait_for_startup()
+    if lifespan_task.done() and (failed := lifespan_task.exception()) is not None:
+        raise failed  # the app's start-up failed: do not accept connections
     worker = WorkerContext(None)
     connections: set[asyncio.Task[None]] = set()
 
     async def handle(conn: socket.socket, peer: Any) -> None:
         where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         try:
-            first = await _first_byte(loop, conn)
-            if not first:
+            try:
+                first = await _first_byte(loop, conn)
+            except TimeoutError:  # an idle connection, not an attack worth a warning
+                log.info("connection from %s closed: nothing sent within %.0f s", where,
+                         _FIRST_BYTE_TIMEOUT)
+                conn.close()
+                return
+            if not first:  # a TCP health check: connected and closed
                 conn.close()
                 return
             if first[0] != _TLS_HANDSHAKE:
