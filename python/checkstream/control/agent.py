@@ -136,9 +136,9 @@ class Agent:
                         if evidence_log is not None else None)
         self._tls = control_url.startswith("https://")
         self._client_cert = cert is not None
-        verify: ssl.SSLContext | bool = True
+        verify: ssl.SSLContext | bool = True  # https:// with the system's trust store
         if ca is not None or cert is not None or key is not None:
-            verify = client_context(*(Path(p) if p is not None else None for p in (ca, cert, key)))
+            verify = client_context(_path(ca), _path(cert), _path(key))
         self._client = httpx.AsyncClient(
             base_url=control_url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}"} if token else {},
@@ -348,6 +348,10 @@ class Agent:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _path(value: str | os.PathLike[str] | None) -> Path | None:
+    return Path(value) if value is not None else None
 
 
 def _error_of(resp: httpx.Response) -> tuple[str, str, dict[str, Any] | None]:

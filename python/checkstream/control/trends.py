@@ -36,8 +36,10 @@ def fleet_trends(
     buckets = [_Bucket() for _ in range(count)]
     rules: Counter[str] = Counter()
     for r in rows:
-        index = int((r["received_at"] - start) // bucket_s)
-        if 0 <= index < count:
+        if r["received_at"] > now:
+            continue
+        index = min(int((r["received_at"] - start) // bucket_s), count - 1)  # now: the last
+        if index >= 0:
             buckets[index].add(r)
             rules.update(json.loads(r["rules_triggered"]))
     total = _Bucket()
