@@ -285,3 +285,39 @@ def test_attempts_are_bounded_by_max_attempts_overall(stack: LoopbackStack) -> N
         for c in ch.choices)
     assert texts.startswith("London is mild")
     still_serving(stack)
+
+
+def test_finished_streams_keep_their_upstream_connection(stack: LoopbackStack) -> None:
+    """After the upstream's [DONE] the proxy reads the body's end, so the connection goes back
+    to the pool: sequential streams reuse it (against a provider, no TLS handshake each)."""
+    stats = stack.replay.stats
+    c = client(stack)
+    before = len(stats.peers)
+    for _ in range(5):
+        text = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
+            model="m", messages=MSG, stream=True) if ch.choices)
+        assert text
+    assert len(stats.peers) - before <= 1
+
+
+def test_a_finished_request_leaves_no_guard_session_for_the_collector(stack: LoopbackStack) -> None:
+    """Per-request guard state is freed when the request ends (no reference cycle), so it never
+    piles up for a full collection, a pause every stream in flight would wait for."""
+    import gc
+
+    from checkstream.proxy.guarding import GuardSession
+
+    c = client(stack)
+    gc.collect()
+    gc.disable()
+    try:
+        for stream in (True, False, True):
+            if stream:
+                list(c.chat.completions.create(model="m", messages=MSG, stream=True))
+            else:
+                c.chat.completions.create(model="m", messages=MSG)
+        time.sleep(0.2)  # the proxy thread finishes its records after the last byte
+        alive = [o for o in gc.get_objects() if isinstance(o, GuardSession)]
+    finally:
+        gc.enable()
+    assert alive == []

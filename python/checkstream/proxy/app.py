@@ -97,6 +97,7 @@ class ProxyState:
             except Exception:  # the log must never take a request down; it is counted
                 log.exception("request %s: decision record failed", session.ctx.request_id)
                 m.errors.labels(endpoint=endpoint, kind="decision_log").inc()
+        session.end()
 
 
 def _error(codec: Codec, status: int, message: str, kind: str,
@@ -494,6 +495,8 @@ async def _stream_response(state: ProxyState, codec: Codec, session: GuardSessio
             if pending:
                 yield b"".join(pending)
             if translator.done:
+                if translator.saw_terminator:  # the upstream finished: keep its connection
+                    await up.drain()
                 return
         pending = []
         for ev in parser.finish():

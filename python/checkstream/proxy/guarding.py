@@ -277,6 +277,12 @@ class GuardSession:
             timeouts=[t for r in rs for t in r.timeouts],
         )
 
+    def end(self) -> None:
+        """The request is over and recorded: drop the channels. Each one points back at this
+        session, and left in place the cycle (with its stream state) would wait for a full
+        collection, a pause every stream in flight pays for."""
+        self.channels.clear()
+
     def record(self) -> dict[str, Any]:
         """The decision record for the audit log."""
         total_ms = (time.perf_counter() - self.started) * 1000

@@ -183,6 +183,8 @@ class ReplayStats:
     streams_aborted: int = 0
     """Streams that ended because the client went away (the proxy cancelled upstream)."""
     by_endpoint: Counter[str] = field(default_factory=Counter)
+    peers: set[tuple[str, int]] = field(default_factory=set)
+    """Client (host, port) of every request: how many connections the callers opened."""
 
 
 def _usage_openai(rec: Recording, completion_tokens: int) -> dict[str, int]:
@@ -690,6 +692,9 @@ class ReplayUpstream:
             err = _anthropic_error if anthropic else _openai_error
             self.stats.requests += 1
             self.stats.by_endpoint[endpoint] += 1
+            client = request.scope.get("client")
+            if client:
+                self.stats.peers.add((str(client[0]), int(client[1])))
             self.last_headers = {k.lower(): v for k, v in request.headers.items()}
             try:
                 body = await request.get_json(force=True)

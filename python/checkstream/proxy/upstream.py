@@ -54,12 +54,17 @@ class UpstreamStreamError(Exception):
         self.message = message
 
 
+DRAIN_BYTES = 64 * 1024
+DRAIN_SECONDS = 1.0
+
+
 @dataclass
 class UpstreamResponse:
     response: httpx.Response
     deadline: float
     idle_timeout: float
     attempts: int
+    _raw: AsyncIterator[bytes] | None = None  # the body iterator, once reading has started
 
     @property
     def status_code(self) -> int:
@@ -76,7 +81,7 @@ class UpstreamResponse:
         normal read costs no timer of ours; an ``asyncio.timeout`` is armed only for the reads
         that could outlive the total deadline, i.e. once less than one idle period is left.
         """
-        it = self.response.aiter_raw().__aiter__()
+        it = self._raw = self.response.aiter_raw().__aiter__()
         while True:
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:
@@ -102,6 +107,25 @@ class UpstreamResponse:
                 ) from None
             if chunk:
                 yield chunk
+
+    async def drain(self) -> None:
+        """After the upstream's own terminator ([DONE], message_stop, ...): read what is left of
+        the body, normally only the chunked encoding's last chunk, so that the connection goes
+        back to the pool. Left unread, httpx closes it, and every request pays a new connection
+        (a TLS handshake, against a provider). A body that goes on past ``DRAIN_BYTES`` or does
+        not end within ``DRAIN_SECONDS`` is cut: the connection is closed, nothing else."""
+        it = self._raw
+        if it is None:
+            return
+        seen = 0
+        try:
+            async with asyncio.timeout(DRAIN_SECONDS):
+                async for chunk in it:
+                    seen += len(chunk)
+                    if seen > DRAIN_BYTES:
+                        return
+        except (TimeoutError, httpx.HTTPError):
+            return
 
     async def read_json(self, limit: int = 64 * 1024 * 1024) -> Any:
         body = bytearray()
