@@ -17,8 +17,9 @@ from checkstream.proxy.loopback import LoopbackStack
 from checkstream.telemetry.metrics import Metrics
 from proxy_helpers import chat
 from test_control_server import ADMIN, NODE1, Control, control, pack
+from test_control_tls import TLSControl, mtls, pki
 
-__all__ = ["control"]
+__all__ = ["control", "mtls", "pki"]
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
@@ -105,3 +106,50 @@ def test_metrics_sampler_differences_each_interval() -> None:
     _, quiet = sampler.sample()
     assert quiet.requests == 0 and quiet.latency_p95_ms is None and quiet.rules_triggered == {}
 
+
+
+def test_proxy_over_mutual_tls_ships_its_decision_log(mtls: TLSControl, tmp_path: Path) -> None:
+    """The proxy's own agent: mutual TLS with no token (the certificate names node-1), and the
+    decision log shipped when the config opts in."""
+    v1 = mtls.upload("v1")
+    (tmp_path / "control.pub").write_bytes(mtls.public)
+    d = mtls.pki.dir
+    section = {"url": mtls.url, "node_id": "node-1", "public_key": str(tmp_path / "control.pub"),
+               "policies_dir": str(tmp_path / "node"), "interval": "200ms",
+               "ca": str(d / "ca.pem"), "cert": str(d / "node-1.pem"), "key": str(d / "node-1.key"),
+               "ship_evidence": True}
+    log = tmp_path / "decisions.log"
+    config = {"control": section, "telemetry": {"decision_log": str(log)}}
+    with LoopbackStack(config=config) as stack:
+        first = chat(stack)
+        assert first.status_code == 200
+        assert first.headers["x-checkstream-policy-version"] == v1
+
+        def shipped() -> list[str]:
+            with mtls.client("admin", ADMIN) as admin:
+                resp = admin.get("/v1/evidence/export",
+                                 params={"node": "node-1", "format": "jsonl"})
+            return resp.text.splitlines() if resp.status_code == 200 else []
+
+        assert wait_for(lambda: any(first.headers["x-checkstream-request-id"] in line
+                                    for line in shipped()))
+
+
+def test_control_tls_settings_are_checked(tmp_path: Path) -> None:
+    base = {"url": "https://control.example", "node_id": "n", "public_key": "k",
+            "policies_dir": "p"}
+    with pytest.raises(ConfigError, match="token_file, or cert and key"):
+        config_from_mapping({"control": base}, env={})
+    with pytest.raises(ConfigError, match=r"cert and control\.key go together"):
+        config_from_mapping({"control": {**base, "cert": "c.pem"}}, env={})
+    with pytest.raises(ConfigError, match="need an https:// url"):
+        config_from_mapping({"control": {**base, "url": "http://cp", "cert": "c", "key": "k"}},
+                            env={})
+    with pytest.raises(ConfigError, match=r"ship_evidence: needs telemetry\.decision_log"):
+        config_from_mapping({"control": {**base, "token_file": "t", "ship_evidence": True}},
+                            env={})
+    cfg = config_from_mapping({"control": {**base, "cert": "c.pem", "key": "c.key", "ca": "ca"}},
+                              env={}, base_dir=tmp_path)
+    assert cfg.control is not None
+    assert (cfg.control.cert, cfg.control.ca, cfg.control.token_file) == (
+        tmp_path / "c.pem", tmp_path / "ca", None)

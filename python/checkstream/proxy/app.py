@@ -65,7 +65,8 @@ class ProxyState:
         self.registry = registry
         self.runtimes = {
             t.name: TenantRuntime(t, registry=registry, metrics=self.metrics, transport=transport,
-                                  control=config.control if t.name == "default" else None)
+                                  control=config.control if t.name == "default" else None,
+                                  evidence_log=config.telemetry.decision_log)
             for t in self.resolver.all()
         }
         self.decision_log = decision_log

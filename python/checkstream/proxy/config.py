@@ -186,13 +186,22 @@ class ControlConfig(_Model):
 
     url: str
     node_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-    token_file: Path
-    """File holding this node's token (kept out of the config)."""
+    token_file: Path | None = None
+    """File holding this node's token (kept out of the config). May be left out under mutual
+    TLS when the control plane takes the node's certificate alone."""
     public_key: Path
     """The control plane's Ed25519 public key (PEM), pinned: other signatures are refused."""
     policies_dir: Path
     channel: str = Field(default="stable", pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
     interval: Duration = 30.0
+    ca: Path | None = None
+    """CA certificate (PEM) that the control plane's HTTPS certificate must chain to."""
+    cert: Path | None = None
+    """This node's client certificate (PEM), for mutual TLS; with ``key``."""
+    key: Path | None = None
+    ship_evidence: bool = False
+    """Ship the decision log (``telemetry.decision_log``) to the control plane. Off by default:
+    with full evidence it holds raw text; the control plane must accept it too."""
 
     @field_validator("url")
     @classmethod
@@ -200,6 +209,16 @@ class ControlConfig(_Model):
         if not re.match(r"^https?://[^/\s]+", v):
             raise ValueError(f"control url must start with http:// or https://, got {v!r}")
         return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _credentials(self) -> ControlConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("control.cert and control.key go together (mutual TLS)")
+        if self.token_file is None and self.cert is None:
+            raise ValueError("control: give token_file, or cert and key (mutual TLS)")
+        if (self.ca or self.cert) and not self.url.startswith("https://"):
+            raise ValueError("control.ca / cert / key need an https:// url")
+        return self
 
 
 class TenantConfig(_Model):
@@ -225,6 +244,10 @@ class ProxyConfig(_Model):
         if self.control is not None and self.policies.path:
             raise ValueError("policies.path: leave it out when control is set (the control "
                              "plane supplies the default tenant's policies)")
+        if self.control is not None and self.control.ship_evidence \
+                and self.telemetry.decision_log is None:
+            raise ValueError("control.ship_evidence: needs telemetry.decision_log (the log "
+                             "that is shipped)")
         names: set[str] = set()
         prefixes: set[str] = set()
         keys: set[str] = set()
@@ -305,9 +328,11 @@ def config_from_mapping(
         )
         if cfg.control is not None:
             c = cfg.control
+            paths = {k: getattr(c, k) for k in ("token_file", "public_key", "policies_dir", "ca",
+                                                "cert", "key")}
             updates["control"] = c.model_copy(update={
-                k: getattr(c, k) if getattr(c, k).is_absolute() else base_dir / getattr(c, k)
-                for k in ("token_file", "public_key", "policies_dir")})
+                k: v if v.is_absolute() else base_dir / v for k, v in paths.items()
+                if v is not None})
         if cfg.telemetry.decision_log and not cfg.telemetry.decision_log.is_absolute():
             updates["telemetry"] = cfg.telemetry.model_copy(
                 update={"decision_log": base_dir / cfg.telemetry.decision_log}

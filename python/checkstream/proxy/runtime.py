@@ -49,8 +49,10 @@ def policy_paths(cfg: PoliciesConfig) -> tuple[Path, ...]:
 class TenantRuntime:
     def __init__(self, tenant: Tenant, *, registry: Any | None, metrics: Metrics,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 control: ControlConfig | None = None) -> None:
+                 control: ControlConfig | None = None,
+                 evidence_log: Path | None = None) -> None:
         self.tenant = tenant
+        self.evidence_log = evidence_log  # the decision log an agent ships (opt-in)
         self.registry = registry
         self.metrics = metrics
         self.control = control
@@ -77,13 +79,18 @@ class TenantRuntime:
         self.metrics.set_policy_version(self.tenant.name, fresh.version)
 
     def _agent_args(self, c: ControlConfig) -> dict[str, Any]:
-        try:
-            token = c.token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"control.token_file: cannot read {c.token_file}: {exc}") from None
+        token = None
+        if c.token_file is not None:
+            try:
+                token = c.token_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"control.token_file: cannot read {c.token_file}: {exc}") from None
         return {"control_url": c.url, "node_id": c.node_id, "token": token,
                 "public_key": c.public_key, "policies_dir": c.policies_dir,
-                "channel": c.channel, "interval": c.interval, "registry": self.registry}
+                "channel": c.channel, "interval": c.interval, "registry": self.registry,
+                "ca": c.ca, "cert": c.cert, "key": c.key,
+                "evidence_log": self.evidence_log if c.ship_evidence else None}
 
     def _control_paths(self, c: ControlConfig) -> tuple[Path, ...]:
         """``policies_dir/current``; a node with nothing installed yet fetches a bundle first."""
