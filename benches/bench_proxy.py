@@ -19,8 +19,10 @@ holdback's deliberate wait is not counted as plumbing cost; time to first token 
 measured separately and does include it. Paced runs (one event every --interval-ms) give
 latency; flood runs (no pacing) give chunks/s and proxy CPU per 1000 chunks.
 
-Arrival (``--arrival``): ``staggered`` starts stream i at i/N of one interval, so the N streams'
-chunks interleave as independent users' streams do; ``aligned`` starts them all at once, so every
+Arrival (``--arrival``): ``steady`` is N users keeping the service busy: N workers run streams
+back to back, their starts spread evenly over one stream's length, and only the chunks that
+arrive while all N are streaming count, so the chunks (and the request set-ups) of independent
+streams interleave as they do in production; ``aligned`` starts N streams at once, so every
 interval brings a burst of N chunks at the same instant (the worst case: a chunk's latency then
 includes draining the whole burst, i.e. N x the per-chunk cost). ``both`` (the default) runs
 each. CPU pinning (``--pin``, on by default where there are >= 2 CPUs): the client and the replay
@@ -268,16 +270,15 @@ def start_litellm(venv: Path, upstream: str, guard: bool, workdir: Path,
 class StreamResult:
     ttft: float
     latencies: list[float] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)  # when each latency's chunk arrived
     chunks: int = 0
     complete: bool = False  # no error, and the client got the whole text
 
 
 async def one_stream(client: httpx.AsyncClient, base: str, replay: str, interval_ms: float,
-                     headers: dict[str, str], offset_s: float = 0.0) -> StreamResult:
+                     headers: dict[str, str]) -> StreamResult:
     from checkstream.proxy.sse import SSEParser
 
-    if offset_s:
-        await asyncio.sleep(offset_s)
     key = uuid.uuid4().hex
     faults = {"key": key, "delay_ms": interval_ms}
     body = {"model": "bench", "stream": True, "messages": [{"role": "user", "content": "go"}]}
@@ -297,6 +298,7 @@ async def one_stream(client: httpx.AsyncClient, base: str, replay: str, interval
         i = bisect.bisect_right(sends, a) - 1
         if i >= 0:
             res.latencies.append(a - sends[i])
+            res.arrivals.append(a)
     return res
 
 
@@ -327,24 +329,56 @@ async def _read_stream(client: httpx.AsyncClient, base: str, body: dict[str, Any
 
 
 async def run_load(base: str, replay: str, n: int, interval_ms: float,
-                   headers: dict[str, str] | None = None,
-                   staggered: bool = False) -> tuple[list[StreamResult], float]:
-    """N concurrent streams; staggered: stream i starts i/N of an interval after the first."""
+                   headers: dict[str, str] | None = None) -> tuple[list[StreamResult], float]:
+    """N concurrent streams started together (aligned, and the flood runs)."""
     limits = httpx.Limits(max_connections=n + 8, max_keepalive_connections=n + 8)
     async with httpx.AsyncClient(timeout=httpx.Timeout(120.0), limits=limits) as client:
         t0 = time.monotonic()
-        step = interval_ms / 1000 / n if staggered else 0.0
         # No collections in the client while it stamps arrivals (a paced run lasts ~1-2 s): its
         # own pauses would be counted as latency of whichever path is being measured.
         gc.collect()
         gc.disable()
         try:
             results = await asyncio.gather(*(one_stream(client, base, replay, interval_ms,
-                                                        headers or {}, i * step)
-                                             for i in range(n)))
+                                                        headers or {})
+                                             for _ in range(n)))
         finally:
             gc.enable()
         return list(results), time.monotonic() - t0
+
+
+async def run_steady(base: str, replay: str, n: int, interval_ms: float,
+                     headers: dict[str, str] | None = None,
+                     streams_per_worker: int = 3) -> tuple[list[StreamResult], float]:
+    """N concurrent streams in steady state, as N users keep a service busy: N workers each run
+    streams back to back, worker i starting i/N of a stream's length after the first, so stream
+    starts (and their request set-up) are spread evenly instead of arriving in one burst. Only
+    chunks that arrive while all N workers are streaming count (the ramp-up and ramp-down have
+    fewer streams); TTFT counts every stream."""
+    length = len(TOKENS) * 8 * interval_ms / 1000  # one stream's duration at this pace
+    limits = httpx.Limits(max_connections=n + 8, max_keepalive_connections=n + 8)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(120.0), limits=limits) as client:
+
+        async def worker(i: int) -> list[StreamResult]:
+            await asyncio.sleep(i * length / n)
+            return [await one_stream(client, base, replay, interval_ms, headers or {})
+                    for _ in range(streams_per_worker)]
+
+        gc.collect()
+        gc.disable()  # see run_load
+        try:
+            t0 = time.monotonic()
+            done = await asyncio.gather(*(worker(i) for i in range(n)))
+        finally:
+            gc.enable()
+        wall = time.monotonic() - t0
+    lo, hi = t0 + length, t0 + streams_per_worker * length
+    results = [r for rs in done for r in rs]
+    for r in results:
+        kept = [(lat, a) for lat, a in zip(r.latencies, r.arrivals, strict=True) if lo <= a <= hi]
+        r.latencies = [lat for lat, _ in kept]
+        r.arrivals = [a for _, a in kept]
+    return results, wall
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -352,8 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--streams", default="16,64")
     ap.add_argument("--interval-ms", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=3, help="paced rounds per path (median)")
-    ap.add_argument("--arrival", choices=("staggered", "aligned", "both"), default="both",
-                    help="stream start times: spread over one interval, all at once, or each")
+    ap.add_argument("--arrival", choices=("steady", "aligned", "both"), default="both",
+                    help="steady state (stream starts spread out, N always streaming), all N "
+                         "started at once, or each")
     ap.add_argument("--pin", action=argparse.BooleanOptionalAction,
                     default=(os.cpu_count() or 1) >= 2,
                     help="client + replay on CPU 0, servers under test on CPU 1")
@@ -365,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --litellm-venv, measure LiteLLM without guardrails only")
     args = ap.parse_args(argv)
     counts = [int(x) for x in args.streams.split(",")]
-    arrivals = ["staggered", "aligned"] if args.arrival == "both" else [args.arrival]
+    arrivals = ["steady", "aligned"] if args.arrival == "both" else [args.arrival]
     client_cpu, server_cpu = (CLIENT_CPU, SERVER_CPU) if args.pin else (None, None)
     pin(client_cpu)
     try:
@@ -437,8 +472,12 @@ def _paced_rows(servers: dict[str, Server], replay: Server, n: int, arrival: str
     short: dict[str, int] = {p: 0 for p in servers}
     for _ in range(args.rounds):
         for path, srv in servers.items():
-            res, _wall = asyncio.run(run_load(srv.url, replay.url, n, args.interval_ms,
-                                              srv.headers, staggered=arrival == "staggered"))
+            if arrival == "steady":
+                res, _wall = asyncio.run(run_steady(srv.url, replay.url, n, args.interval_ms,
+                                                    srv.headers))
+            else:
+                res, _wall = asyncio.run(run_load(srv.url, replay.url, n, args.interval_ms,
+                                                  srv.headers))
             lat = [x for r in res for x in r.latencies]
             ttfts = [r.ttft for r in res if r.ttft == r.ttft] or [float("nan")]
             short[path] += sum(not r.complete for r in res)
@@ -475,9 +514,10 @@ def render(rows: list[dict[str, Any]], counts: list[int], arrivals: list[str],
         "Per-chunk latency = client arrival - replay send time of the triggering upstream event "
         "(includes the relay hop; the holdback's wait is not counted). Added = path - direct "
         "(same arrival pattern). TTFT includes the holdback (16 tokens x interval for "
-        "proxy-default). Arrival: staggered = stream i starts i/N of an interval after the "
-        "first (independent users); aligned = all start together, every interval is a burst "
-        "of N chunks (worst case). chunks/s and CPU (server process, per 1000 client chunks) "
+        "proxy-default). Arrival: steady = N workers run streams back to back, starts spread "
+        "over one stream's length, chunks counted while all N stream (independent users); "
+        "aligned = N streams start together, every interval is a burst of N chunks (worst "
+        "case). chunks/s and CPU (server process, per 1000 client chunks) "
         "from unpaced flood runs, the same figure on both arrival rows. Incomplete streams: "
         "streams (paced and flood, all rounds) that failed or did not deliver the whole text.",
         "",
