@@ -25,9 +25,7 @@ import logging
 import os
 import socket
 import ssl
-import threading
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import Any
 
 from hypercorn.app_wrappers import ASGIWrapper
@@ -38,7 +36,7 @@ from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config as HypercornConfig
 
 from checkstream.control.tls import ServerTLS
-from checkstream.proxy.server import hypercorn_config, new_event_loop
+from checkstream.proxy.server import BackgroundServer, hypercorn_config, new_event_loop
 
 __all__ = ["ControlServer", "run_control", "serve_forever"]
 
@@ -230,63 +228,24 @@ def run_control(app: Any, *, host: str, port: int, tls: ServerTLS | None) -> Non
         listener.close()
 
 
-class ControlServer:
+class ControlServer(BackgroundServer):
     """The control plane app on ``127.0.0.1:<free port>`` in a daemon thread, over HTTP or TLS;
     for tests and demos. Use as a context manager."""
 
     def __init__(self, app: Any, *, tls: ServerTLS | None = None, host: str = "127.0.0.1") -> None:
-        self.app = app
+        super().__init__(app, host=host, name="control plane")
         self.tls = tls
-        self.host = host
-        self._listener = _listen(host, 0)
-        self.port: int = self._listener.getsockname()[1]
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="checkstream-control", daemon=True)
 
     @property
     def url(self) -> str:
         return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
-    def _run(self) -> None:
-        loop = new_event_loop()
-        self._loop = loop
-        asyncio.set_event_loop(loop)
-        self._stop = asyncio.Event()
-
-        async def main() -> None:
-            assert self._stop is not None
-            loop.call_soon(self._ready.set)
-            await serve_forever(self.app, self._listener, tls=self.tls,
-                                shutdown_trigger=self._stop.wait, graceful_timeout=1.0)
-
-        try:
-            loop.run_until_complete(main())
-        except BaseException as exc:  # reported to the starting thread
-            self._error = exc
-            self._ready.set()
-        finally:
-            with contextlib.suppress(Exception):
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    def __enter__(self) -> ControlServer:
+    def start(self) -> ControlServer:
         if self.tls is not None:
             self.tls.context()  # a bad certificate fails here, in the caller's thread
-        self._thread.start()
-        if not self._ready.wait(30):
-            raise RuntimeError("the control plane did not start within 30 s")
-        if self._error is not None:
-            raise RuntimeError(f"the control plane failed to start: {self._error}") from self._error
+        super().start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-        with contextlib.suppress(OSError):
-            self._listener.close()
+    async def _serve(self, shutdown_trigger: Callable[[], Awaitable[Any]]) -> None:
+        await serve_forever(self.app, self._sock, tls=self.tls,
+                            shutdown_trigger=shutdown_trigger, graceful_timeout=1.0)

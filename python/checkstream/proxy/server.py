@@ -81,7 +81,8 @@ class BackgroundServer:
     def __init__(self, app: Any, *, host: str = "127.0.0.1", name: str = "server") -> None:
         self.app = app
         self.name = name
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, 0))
         self._sock.listen(1024)
@@ -106,19 +107,24 @@ class BackgroundServer:
             raise RuntimeError(f"{self.name} failed to start: {self._error}") from self._error
         return self
 
+    async def _serve(self, shutdown_trigger: Callable[[], Awaitable[Any]]) -> None:
+        """Serve ``self.app`` on the listening socket until ``shutdown_trigger`` returns
+        (subclasses serve it differently, e.g. over TLS)."""
+        cfg = hypercorn_config(graceful_timeout=1.0)
+        # Hypercorn takes ownership of the descriptor it is given: hand it a duplicate.
+        cfg.bind = [f"fd://{os.dup(self._sock.fileno())}"]
+        await hypercorn_serve(self.app, cfg, shutdown_trigger=shutdown_trigger)
+
     def _run(self) -> None:
         loop = new_event_loop()
         self.loop = loop
         asyncio.set_event_loop(loop)
         self._stop = asyncio.Event()
-        cfg = hypercorn_config(graceful_timeout=1.0)
-        # Hypercorn takes ownership of the descriptor it is given: hand it a duplicate.
-        cfg.bind = [f"fd://{os.dup(self._sock.fileno())}"]
 
         async def main() -> None:
             assert self._stop is not None
             loop.call_soon(self._ready.set)
-            await hypercorn_serve(self.app, cfg, shutdown_trigger=self._stop.wait)
+            await self._serve(self._stop.wait)
 
         try:
             loop.run_until_complete(main())
