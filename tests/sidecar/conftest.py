@@ -128,19 +128,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path, seconds: float) -> None:
-    """Until ``url`` answers 200; the process dying first fails with its log's tail."""
+def wait_healthy(proc: subprocess.Popen[bytes], url: str, log: Path, seconds: float, *,
+                 uds: str | None = None) -> None:
+    """Until ``url`` answers 200 (over the unix socket ``uds`` when given); the process dying
+    first fails with its log's tail."""
+    transport = httpx.HTTPTransport(uds=uds) if uds else None
     deadline = time.monotonic() + seconds
     while True:
         if proc.poll() is not None:
             raise AssertionError(f"{proc.args!r} exited: {log.read_text()[-3000:]}")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
+            with httpx.Client(transport=transport) as client:
+                if client.get(url, timeout=2).status_code == 200:
+                    return
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
-            raise AssertionError(f"{url} did not answer 200 in {seconds:.0f} s")
+            where = f"{url} on {uds}" if uds else url
+            raise AssertionError(f"{where} did not answer 200 in {seconds:.0f} s")
         time.sleep(0.5)
 
 

@@ -13,10 +13,8 @@ import json
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import openai
@@ -37,28 +35,6 @@ rules:
     actions:
       - redact: {{replacement: "{replacement}"}}
 """
-
-
-def uds_client(path: str) -> httpx.Client:
-    return httpx.Client(transport=httpx.HTTPTransport(uds=path), base_url="http://localhost")
-
-
-def wait_socket_healthy(
-    proc: subprocess.Popen[bytes], path: str, log: Path, seconds: float
-) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"vLLM exited: {log.read_text()[-3000:]}")
-        try:
-            with uds_client(path) as client:
-                if client.get("/health", timeout=2).status_code == 200:
-                    return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"vLLM on {path} did not answer 200 in {seconds:.0f} s")
-        time.sleep(0.5)
 
 
 @dataclass
@@ -99,7 +75,7 @@ def pair(tiny: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     with vllm_log.open("w") as out:
         vllm = subprocess.Popen(vllm_cmd, stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_socket_healthy(vllm, sock, vllm_log, 180)
+        wait_healthy(vllm, "http://localhost/health", vllm_log, 180, uds=sock)
         # The greedy output, straight from vLLM over the socket (the openai SDK on an httpx
         # client with the socket transport), picks the text the sidecar must redact.
         direct = openai.OpenAI(
