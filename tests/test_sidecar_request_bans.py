@@ -286,3 +286,40 @@ def test_the_decision_record_notes_the_list_by_hash(
     else:
         assert "text" not in note and "red fox" not in raw and "bomb squad" not in raw
         assert "output" not in records["with-list"]
+
+
+def test_a_listed_phrase_that_reaches_the_text_stops_that_request_only(
+    tok: Tokenizer, tmp_path: Path
+) -> None:
+    """A spelling the masker does not cover (here: tokens fed straight in, as a sampler would
+    after an uncovered segmentation) is still caught on the detokenised text by the reactive
+    layer, for the request that banned it; the same text in a request without the list
+    passes. The stop is recorded under the list's own rule."""
+    from checkstream.audit.export import iter_entries
+    from checkstream.policy import load_policy_set
+    from checkstream.sidecar.core import attach_reactive
+    from checkstream.sidecar.request_bans import REQUEST_BAN_RULE
+
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    log_path = tmp_path / "decisions.jsonl"
+    opts = options(
+        decision_log=str(log_path),
+        guardrails={"reactive": {"holdback_size": 1, "check_interval": 1}},
+    )
+    core = GuardCore(opts, compile_bans(opts, tok, tok.get_vocab_size()))
+    attach_reactive(core, load_policy_set([tmp_path / "policy.yaml"]), [1], "tiny")
+    assert core.reactive is not None and core.reactive.log is not None
+    core.admit(0, req("red fox", checkstream_tag="with-list"), 1.0, None)
+    core.admit(1, req(checkstream_tag="without"), 1.0, None)
+    # Character by character: a segmentation no bounded expansion of "red fox" produces.
+    spelled = [t for ch in " the r3d fox ran" for t in enc(tok, ch)]
+    for t in spelled:
+        feed(core, [0, 1], [t, t])
+    assert bool(core.stop[0]) and not bool(core.stop[1])
+    core.release(0)
+    core.release(1)
+    core.reactive.log.close()
+    records = {e["record"]["request_id"]: e["record"] for _, e in iter_entries([log_path])}
+    assert records["with-list"]["decision"] == "stop"
+    assert REQUEST_BAN_RULE in json.dumps(records["with-list"])
+    assert records["without"]["decision"] != "stop"

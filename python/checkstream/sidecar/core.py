@@ -191,9 +191,11 @@ class GuardCore:
             self.reactive.release(slot)
         if not guarded:
             return False
-        noted = self._admit_bans(slot, request) if request.bans else None
+        noted, text_guard = self._admit_bans(slot, request) if request.bans else (None, None)
         if self.reactive is not None:
-            self.reactive.admit(slot, request.tag, {"request_bans": noted} if noted else None)
+            # The request's own list is judged on the text too, like the policy's phrases.
+            self.reactive.admit(slot, request.tag, {"request_bans": noted} if noted else None,
+                                extra_guards=(text_guard,) if text_guard is not None else ())
         tools = self.bans.tools
         if tools is not None and request.tools:
             self.trackers[slot] = ToolTracker(tools, self.bans.detokenize)
@@ -201,8 +203,9 @@ class GuardCore:
             self.feed_history(slot, prompt_ids, is_prompt=True)
         return True
 
-    def _admit_bans(self, slot: int, request: RequestOptions) -> dict[str, Any]:
-        """Compiles (or finds in the cache) the request's own ban list for ``slot``.
+    def _admit_bans(self, slot: int, request: RequestOptions) -> tuple[dict[str, Any], Any]:
+        """Compiles (or finds in the cache) the request's own ban list for ``slot``; returns
+        what to record about it and its text guard (None when it could not be compiled).
 
         Runs inside vLLM's engine loop, where an exception would take the engine down: a list
         that cannot be compiled fails closed instead (the request is ended with end-of-sequence,
@@ -230,7 +233,7 @@ class GuardCore:
                 enforced=bool(len(self.eos_ids)),
                 **info,
             )
-            return info
+            return info, None
         if bans.masker is not None:
             self._xbans[bans.id] = bans
             self.xban_id[slot] = bans.id
@@ -240,7 +243,7 @@ class GuardCore:
                 self._xbans = {k: v for k, v in self._xbans.items() if k in live}
         info = summary(bans, cached, self.options.full_evidence)
         self.events.record("request_bans", tag=request.tag, slot=slot, **info)
-        return info
+        return info, bans.text_guard
 
     def request_bans(self, slot: int) -> RequestBans | None:
         """The request ban list ``slot`` is masked with, if any."""

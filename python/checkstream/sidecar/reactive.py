@@ -48,7 +48,9 @@ class ReactiveLayer:
         self.holdback = holdback
         self.check_interval = check_interval
         self.model = model
-        self.streams: dict[int, Any] = {}
+        # Per slot: the policy set's StreamGuard, then one per extra guard (a request's own
+        # ban list); all of them read the same text.
+        self.streams: dict[int, tuple[Any, ...]] = {}
         self.pending: dict[int, list[int]] = {}
         self.output: dict[int, list[str]] = {}
         # Extra top-level fields of a slot's decision record (e.g. its request ban list).
@@ -58,14 +60,21 @@ class ReactiveLayer:
         # Same decision log as the proxy (checkstream.audit.DecisionLog); None: no records.
         self.log: Any | None = None
 
-    def admit(self, slot: int, tag: str | None, notes: Mapping[str, Any] | None = None) -> None:
+    def admit(
+        self,
+        slot: int,
+        tag: str | None,
+        notes: Mapping[str, Any] | None = None,
+        extra_guards: Sequence[Any] = (),
+    ) -> None:
         from checkstream.engine import RequestContext
 
         ctx = RequestContext(
             request_id=tag or f"slot-{slot}", tenant="vllm", endpoint="sidecar", model=self.model
         )
-        self.streams[slot] = self.guard.stream(
-            ctx, holdback=max(self.holdback, 1), check_interval=self.check_interval
+        self.streams[slot] = tuple(
+            guard.stream(ctx, holdback=max(self.holdback, 1), check_interval=self.check_interval)
+            for guard in (self.guard, *extra_guards)
         )
         self.pending[slot] = []
         self.output[slot] = []
@@ -74,23 +83,25 @@ class ReactiveLayer:
 
     def release(self, slot: int) -> None:
         """The request left the batch: judge its last text and write its decision record."""
-        stream = self.streams.pop(slot, None)
+        streams = self.streams.pop(slot, None)
         pending = self.pending.pop(slot, None)
         output = self.output.pop(slot, None)
         notes = self.notes.pop(slot, None)
-        if stream is None or self.log is None:
+        if streams is None or self.log is None:
             return
         from checkstream.engine.records import build_record
 
-        if pending:
-            text = self.detokenize(pending)
+        text = self.detokenize(pending) if pending else ""
+        if text:
             (output or []).append(text)
-            stream.feed(text)
-        stream.finish()
+        for stream in streams:
+            if text:
+                stream.feed(text)
+            stream.finish()
         record = build_record(
-            stream.ctx,
+            streams[0].ctx,
             ingress=None,
-            streams=[stream],
+            streams=list(streams),
             egress=None,
             latencies_ms={},
             input_text="",
@@ -138,15 +149,17 @@ class ReactiveLayer:
             return None  # a character split across tokens: wait for the rest of it
         pending.clear()
         self.output[slot].append(text)
-        step = self.streams[slot].feed(text)
-        result = ReactiveResult(
-            stopped=bool(step.stopped),
-            stop_message=step.stop_message,
-            rules=[hit.rule for hit in step.hits],
-        )
-        if step.decoding is not None:
-            result.temperature = step.decoding.temperature
-            result.top_p = step.decoding.top_p
-        if not result.stopped and not result.rules and step.decoding is None:
+        result = ReactiveResult()
+        decided = False
+        for stream in self.streams[slot]:
+            step = stream.feed(text)
+            result.rules += [hit.rule for hit in step.hits]
+            if step.stopped and not result.stopped:
+                result.stopped, result.stop_message = True, step.stop_message
+            if step.decoding is not None:
+                decided = True
+                result.temperature = step.decoding.temperature
+                result.top_p = step.decoding.top_p
+        if not result.stopped and not result.rules and not decided:
             return None
         return result

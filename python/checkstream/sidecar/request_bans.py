@@ -63,6 +63,9 @@ class RequestBans:
     #: phrases whose segmentations were capped (the reactive text check covers the rest)
     truncated: tuple[str, ...]
     compile_ms: float
+    #: the same phrases as a stop rule on text (checkstream.engine.Guard), for the reactive
+    #: layer: a spelling outside the masker's caps is still caught in the detokenised output
+    text_guard: Any = None
 
 
 class RequestBanCompiler:
@@ -135,7 +138,34 @@ class RequestBanCompiler:
             num_sequences=len(kept),
             truncated=found.truncated,
             compile_ms=(time.perf_counter() - t0) * 1000.0,
+            text_guard=ban_text_guard(phrases),
         )
+
+
+REQUEST_BAN_RULE = "request-ban"
+REQUEST_BAN_MESSAGE = "This response was stopped: it contained a phrase this request banned."
+
+
+def ban_text_guard(phrases: Sequence[str]) -> Any:
+    """A Guard whose one midstream rule stops on any of ``phrases``, matched on text the way a
+    policy's phrases are (normalised, whole words, leetspeak folded as in the shipped packs)."""
+    import yaml
+
+    from checkstream.engine import Guard
+    from checkstream.policy.loader import load_policy_text
+
+    doc = {
+        "name": "checkstream-request",
+        "version": "1",
+        "defaults": {"leetspeak": True},
+        "rules": [{
+            "name": REQUEST_BAN_RULE,
+            "phases": ["midstream"],
+            "trigger": {"phrases": list(phrases)},
+            "actions": [{"stop": {"message": REQUEST_BAN_MESSAGE}}],
+        }],
+    }  # fmt: skip
+    return Guard(load_policy_text(yaml.safe_dump(doc), file="<checkstream_ban>"))
 
 
 def summary(bans: RequestBans, cached: bool, full_evidence: bool) -> dict[str, Any]:
