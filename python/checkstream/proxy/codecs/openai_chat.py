@@ -97,6 +97,8 @@ class ChatTranslator(ChoicesTranslator):
         out: list[bytes] = []
         for c in choices:
             out += await self._on_choice(c)
+        if not self.choices or not any(ch.finished for ch in self.choices.values()):
+            return out  # the usual chunk: nothing ended
         if all(ch.finished for ch in self.choices.values()) and len(self.choices) >= self.n \
                 and all(ch.text.stopped for ch in self.choices.values()):
             # Every choice was stopped: nothing more will be released, end now.
@@ -109,8 +111,17 @@ class ChatTranslator(ChoicesTranslator):
         st = self._choice(c["index"])
         if st.finished:
             return []
-        out: list[bytes] = []
         delta = c.get("delta") or {}
+        content = delta.get("content")
+        if (len(delta) == 1 and type(content) is str and content and not self.logprobs
+                and c.get("finish_reason") is None):
+            # The usual chunk, one piece of answer text: the general path below, minus the
+            # fields it does not have.
+            released = await st.text.feed(content)
+            if st.text.stopped:
+                return self._stop(st, {"content": released} if released else {}, {})
+            return [self._chunk(st.index, {"content": released})] if released else []
+        out: list[bytes] = []
         upstream_lp = c.get("logprobs")
         entries: dict[str, list[Json]] = {}
         new: Json = {k: v for k, v in delta.items()
@@ -131,7 +142,6 @@ class ChatTranslator(ChoicesTranslator):
                     new[field] = released
             elif field in delta:
                 new[field] = value
-        content = delta.get("content")
         if isinstance(content, str) and content:
             released = await self._feed(st, "content", st.text, content, upstream_lp, entries)
             if released:
