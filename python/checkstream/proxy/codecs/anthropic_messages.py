@@ -1,9 +1,11 @@
 """Anthropic ``/v1/messages``: typed events (``message_start`` ... ``message_stop``).
 
 Each content block is a channel: text and thinking deltas, and a tool_use block's
-``partial_json``. A stop appends the refusal to the open text block (or opens a text block
-after a stopped tool call), then ``message_delta`` with ``stop_reason: "refusal"`` and
-``message_stop``. Errors after the first byte are ``event: error``, as Anthropic sends them.
+``partial_json``; each citation's ``cited_text`` (quoted source text the client is shown with
+the answer) is judged on its own channel, redacted in place or stopping the response. A stop
+appends the refusal to the open text block (or opens a text block after a stopped tool call),
+then ``message_delta`` with ``stop_reason: "refusal"`` and ``message_stop``. Errors after the
+first byte are ``event: error``, as Anthropic sends them.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class MessagesTranslator(StreamTranslator):
         self.blocks: dict[int, Json] = {}
         self.open_block: int | None = None
         self.output_tokens = 0
+        self.citations: dict[int, int] = {}  # citations seen per block, for channel keys
 
     @staticmethod
     def _ev(kind: str, **payload: Any) -> bytes:
@@ -92,7 +95,9 @@ class MessagesTranslator(StreamTranslator):
             dtype = delta.get("type")
             if dtype in _DELTA_FIELD:
                 return await self._delta(idx, str(dtype), str(delta.get(_DELTA_FIELD[dtype]) or ""))
-            if dtype in ("signature_delta", "citations_delta"):
+            if dtype == "citations_delta":
+                return await self._citation(idx, delta)
+            if dtype == "signature_delta":
                 return [encode_event(data, event="content_block_delta")]
             raise UpstreamProtocolError(f"unguardable content_block_delta type {dtype!r}")
         if kind == "content_block_stop":
@@ -127,6 +132,20 @@ class MessagesTranslator(StreamTranslator):
             return []
         return [self._ev("content_block_delta", index=idx,
                          delta={"type": dtype, _DELTA_FIELD[dtype]: released})]
+
+    async def _citation(self, idx: int, delta: Json) -> list[bytes]:
+        """A citation's ``cited_text`` reaches the client as part of the answer, so it is
+        judged like the answer: redacted in place, and a stop in it stops the response (with
+        the refusal closing the block it belongs to)."""
+        n = self.citations.get(idx, 0)
+        self.citations[idx] = n + 1
+        citation, stopper = await guard_citation(self.session, idx, n, delta.get("citation"))
+        if stopper is not None:
+            ch = self._ch(idx)
+            ch.stopped, ch.stop_message = True, stopper.stop_message
+            return self._stop(idx, "")
+        return [self._ev("content_block_delta", index=idx,
+                         delta={**delta, "citation": citation})]
 
     async def _close_block(self, idx: int) -> list[bytes]:
         block = self.blocks.pop(idx, None)
@@ -238,6 +257,17 @@ class AnthropicMessagesCodec(Codec):
             if kind in ("text", "thinking") and isinstance(block.get(kind), str):
                 ch = await session.guard_text(("block", idx), block[kind], egress=kind == "text")
                 block[kind] = ch.released + (ch.refusal if kind == "text" else "")
+                if not ch.stopped and isinstance(block.get("citations"), list):
+                    kept = []
+                    for n, raw in enumerate(block["citations"]):
+                        citation, stopper = await guard_citation(session, idx, n, raw)
+                        if stopper is not None:
+                            # As streamed: the block ends with the refusal after its text.
+                            ch.stopped, ch.stop_message = True, stopper.stop_message
+                            block[kind] = ch.released + ch.refusal
+                            break
+                        kept.append(citation)
+                    block["citations"] = kept
             elif kind == "tool_use":
                 ch = await session.guard_text(
                     ("block", idx), json.dumps(block.get("input"), ensure_ascii=False),
@@ -256,6 +286,18 @@ class AnthropicMessagesCodec(Codec):
                 break
         data["content"] = content
         return data
+
+
+async def guard_citation(session: GuardSession, block: int, n: int,
+                         citation: Any) -> tuple[Any, Channel | None]:
+    """The citation with its ``cited_text`` as the policies release it, or the channel that
+    stopped on it."""
+    if not isinstance(citation, dict) or not isinstance(citation.get("cited_text"), str):
+        return citation, None
+    ch = await session.guard_text(("citation", block, n), citation["cited_text"], egress=False)
+    if ch.stopped:
+        return None, ch
+    return {**citation, "cited_text": ch.released}, None
 
 
 def _json_setter(holder: dict[str, Any], key: str) -> Any:
