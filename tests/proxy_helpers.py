@@ -1,13 +1,35 @@
-"""What the proxy tests share: a policy folder on disk, a chat request, a read of /metrics."""
+"""What the proxy tests share: a policy folder on disk, a chat request, a read of /metrics, a
+proxy in front of a canned upstream app."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from checkstream.proxy.loopback import LoopbackStack
+
+STOP_AND_REDACT = """
+name: {name}
+version: "1"
+rules:
+  - name: banned-phrase
+    phases: [midstream]
+    trigger:
+      phrases: [forbidden fruit]
+    actions:
+      - stop: {{message: "Stopped by policy."}}
+  - name: email
+    phases: [midstream]
+    trigger:
+      pii: [EMAIL]
+    actions: [redact]
+"""
+"""A stop on "forbidden fruit" and e-mail addresses redacted: ``.format(name=...)``."""
 
 BODY = {"model": "weather", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -34,3 +56,18 @@ def metric(s: LoopbackStack, name: str, **labels: str) -> float | None:
         if all(found.get(k) == v for k, v in labels.items()):
             return float(m.group(3))
     return None
+
+
+@contextlib.contextmanager
+def proxy_before(upstream: Any, policies: Path) -> Iterator[str]:
+    """The proxy (its URL) in front of ``upstream``, an ASGI app that answers canned provider
+    responses, both on loopback."""
+    from checkstream.proxy.app import create_app
+    from checkstream.proxy.config import config_from_mapping
+    from checkstream.proxy.server import BackgroundServer
+
+    with BackgroundServer(upstream, name="upstream") as up:
+        cfg = config_from_mapping({"backend": {"url": up.url + "/v1"},
+                                   "policies": {"path": str(policies)}}, env={})
+        with BackgroundServer(create_app(cfg), name="proxy") as proxy:
+            yield proxy.url

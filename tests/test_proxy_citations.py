@@ -15,28 +15,10 @@ import anthropic
 import pytest
 from quart import Quart, Response, request
 
-from checkstream.proxy.app import create_app
-from checkstream.proxy.config import config_from_mapping
-from checkstream.proxy.server import BackgroundServer
 from checkstream.proxy.sse import encode_event
-from proxy_helpers import write_policy
+from proxy_helpers import STOP_AND_REDACT, proxy_before, write_policy
 
-POLICY = """
-name: citations-test
-version: "1"
-rules:
-  - name: no-plans
-    phases: [midstream]
-    trigger:
-      phrases: [forbidden fruit]
-    actions:
-      - stop: {message: "Stopped by policy."}
-  - name: email
-    phases: [midstream]
-    trigger:
-      pii: [EMAIL]
-    actions: [redact]
-"""
+POLICY = STOP_AND_REDACT.format(name="citations-test")
 SECRET = "jane.doe@example.com"
 ANSWER = "The contract names the customer contact."
 
@@ -96,11 +78,8 @@ def _upstream() -> Quart:
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[anthropic.Anthropic]:
     folder: Path = write_policy(tmp_path_factory.mktemp("citations"), POLICY)
-    with BackgroundServer(_upstream(), name="upstream") as up:
-        cfg = config_from_mapping({"backend": {"url": up.url + "/v1"},
-                                   "policies": {"path": str(folder)}}, env={})
-        with BackgroundServer(create_app(cfg), name="proxy") as proxy:
-            yield anthropic.Anthropic(base_url=proxy.url, api_key="k", max_retries=0)
+    with proxy_before(_upstream(), folder) as url:
+        yield anthropic.Anthropic(base_url=url, api_key="k", max_retries=0)
 
 
 MSG = [{"role": "user", "content": "who is the contact?"}]

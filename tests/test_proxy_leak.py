@@ -20,24 +20,9 @@ from hypothesis import strategies as st
 
 from checkstream.proxy.loopback import LoopbackStack
 from checkstream.proxy.replay import RecordedChoice, Recording, ToolCall
-from proxy_helpers import write_policy
+from proxy_helpers import STOP_AND_REDACT, write_policy
 
-POLICY = """
-name: leak-test
-version: "1"
-rules:
-  - name: banned-phrase
-    phases: [midstream]
-    trigger:
-      phrases: [forbidden fruit]
-    actions:
-      - stop: {message: "Stopped by policy."}
-  - name: email
-    phases: [midstream]
-    trigger:
-      pii: [EMAIL]
-    actions: [redact]
-"""
+POLICY = STOP_AND_REDACT.format(name="leak-test")
 BANNED = "forbidden fruit"
 EMAIL = "eve.adams@example.com"
 WORDS = ["the", "caf\u00e9", "na\u00efve", "\u65e5\u672c\u8a9e", "\U0001F642", "fruit", "forbidden",

@@ -18,28 +18,10 @@ import openai
 import pytest
 from quart import Quart, Response, request
 
-from checkstream.proxy.app import create_app
-from checkstream.proxy.config import config_from_mapping
-from checkstream.proxy.server import BackgroundServer
 from checkstream.proxy.sse import encode_event
-from proxy_helpers import write_policy
+from proxy_helpers import STOP_AND_REDACT, proxy_before, write_policy
 
-POLICY = """
-name: reasoning-test
-version: "1"
-rules:
-  - name: no-plans
-    phases: [midstream]
-    trigger:
-      phrases: [forbidden fruit]
-    actions:
-      - stop: {message: "Stopped by policy."}
-  - name: email
-    phases: [midstream]
-    trigger:
-      pii: [EMAIL]
-    actions: [redact]
-"""
+POLICY = STOP_AND_REDACT.format(name="reasoning-test")
 SECRET = "jane.doe@example.com"
 REASONING = "Plan: describe the forbidden fruit in detail."
 ANSWER = f"Write to {SECRET} for the recipe."
@@ -167,11 +149,8 @@ def _upstream() -> Quart:
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[openai.OpenAI]:
     folder: Path = write_policy(tmp_path_factory.mktemp("reasoning"), POLICY)
-    with BackgroundServer(_upstream(), name="upstream") as up:
-        cfg = config_from_mapping({"backend": {"url": up.url + "/v1"},
-                                   "policies": {"path": str(folder)}}, env={})
-        with BackgroundServer(create_app(cfg), name="proxy") as proxy:
-            yield openai.OpenAI(base_url=proxy.url + "/v1", api_key="k", max_retries=0)
+    with proxy_before(_upstream(), folder) as url:
+        yield openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
 
 
 def test_chat_a_stop_in_reasoning_returns_no_unjudged_answer(client: openai.OpenAI) -> None:
