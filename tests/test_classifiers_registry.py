@@ -184,7 +184,7 @@ def test_device_auto_reports_cpu_here(tmp_path: Path) -> None:
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
-        pytest.skip("onnxruntime-gpu installed")
+        pytest.skip("onnxruntime-gpu installed: auto picks CUDA (benches/gpu/onnx_cuda.py)")
     cfg = _write(
         tmp_path,
         """
