@@ -189,7 +189,7 @@ class StreamGuard:
         if self._pending and self._pending[0].due <= self.tokens:
             events += self._apply_sync(final=False)
         if self._shadow_pending:
-            events += self._apply_shadow_sync(final=False)
+            events += self._apply_sync(final=False, gating=False)
         return self._complete(released, events, final=False)
 
     async def afeed(self, delta: str) -> StreamStep:
@@ -209,7 +209,7 @@ class StreamGuard:
         if self._pending:
             events += self._apply_sync(final=True)
         if self._shadow_pending:
-            events += self._apply_shadow_sync(final=True)
+            events += self._apply_sync(final=True, gating=False)
         return self._complete("", events, final=True)
 
     async def afinish(self) -> StreamStep:
@@ -347,15 +347,18 @@ class StreamGuard:
             return [await run_async(registry, groups, **windows[0])]
         return list(await asyncio.gather(*(run_async(registry, groups, **w) for w in windows)))
 
-    def _due(self, final: bool) -> list[_Check]:
+    def _due(self, final: bool, queue: deque[_Check] | None = None) -> list[_Check]:
+        queue = self._pending if queue is None else queue
         out: list[_Check] = []
-        while self._pending and (final or self._pending[0].due <= self.tokens):
-            out.append(self._pending.popleft())
+        while queue and (final or queue[0].due <= self.tokens):
+            out.append(queue.popleft())
         return out
 
-    def _apply_sync(self, *, final: bool) -> list[LeafEvent]:
+    def _apply_sync(self, *, final: bool, gating: bool = True) -> list[LeafEvent]:
+        """The due checks of the gating queue (or, ``gating=False``, the shadow queue: on the
+        sync path shadow checks are judged when due like the others)."""
         events: list[LeafEvent] = []
-        for check in self._due(final):
+        for check in self._due(final, self._pending if gating else self._shadow_pending):
             task = check.task
             if task is not None and task.done() and not task.cancelled():
                 results = task.result()
@@ -363,23 +366,7 @@ class StreamGuard:
                 if task is not None:
                     task.cancel()
                 results = self._run_sync(check.windows, check.groups)
-            events += self._applied(check, results)
-        return events
-
-    def _apply_shadow_sync(self, *, final: bool) -> list[LeafEvent]:
-        """Shadow checks on the sync path: judged when due, like the gating ones."""
-        events: list[LeafEvent] = []
-        queue = self._shadow_pending
-        while queue and (final or queue[0].due <= self.tokens):
-            check = queue.popleft()
-            task = check.task
-            if task is not None and task.done() and not task.cancelled():
-                results = task.result()
-            else:
-                if task is not None:
-                    task.cancel()
-                results = self._run_sync(check.windows, check.groups)
-            events += self._applied(check, results, gating=False)
+            events += self._applied(check, results, gating=gating)
         return events
 
     def _apply_shadow_ready(self) -> list[LeafEvent]:
