@@ -36,7 +36,12 @@ from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config as HypercornConfig
 
 from checkstream.control.tls import ServerTLS
-from checkstream.proxy.server import BackgroundServer, hypercorn_config, new_event_loop
+from checkstream.proxy.server import (
+    BackgroundServer,
+    hypercorn_config,
+    listen_socket,
+    run_until_signal,
+)
 
 __all__ = ["ControlServer", "run_control", "serve_forever"]
 
@@ -198,33 +203,15 @@ async def serve_forever(
     await _serve_tls(app, cfg, context, listener, shutdown_trigger)
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
-    return sock
-
-
 def run_control(app: Any, *, host: str, port: int, tls: ServerTLS | None) -> None:
     """Serve until SIGINT/SIGTERM (blocks)."""
-    import signal
-
-    listener = _listen(host, port)
-    loop = new_event_loop()
-    asyncio.set_event_loop(loop)
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    listener = listen_socket(host, port)
     scheme = "https" if tls else "http"
     log.info("checkstream control plane listening on %s://%s:%d%s", scheme, host, port,
              " (mutual TLS: client certificates required)" if tls and tls.mutual else "")
     try:
-        loop.run_until_complete(serve_forever(app, listener, tls=tls, shutdown_trigger=stop.wait))
+        run_until_signal(lambda stop: serve_forever(app, listener, tls=tls, shutdown_trigger=stop))
     finally:
-        loop.close()
         listener.close()
 
 

@@ -56,23 +56,37 @@ def hypercorn_config(*, graceful_timeout: float = 5.0, keep_alive: float = 75.0)
     return cfg
 
 
-def serve(app: Any, *, host: str, port: int, graceful_timeout: float = 10.0) -> None:
-    """Serve ``app`` until SIGINT/SIGTERM; blocks."""
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A bound, listening TCP socket (IPv6 when ``host`` has a colon); port 0 picks a free one."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    return sock
+
+
+def run_until_signal(serve_with: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]) -> None:
+    """Run ``serve_with(shutdown_trigger)`` on a fresh event loop until SIGINT/SIGTERM; blocks."""
     import signal
 
-    cfg = hypercorn_config(graceful_timeout=graceful_timeout)
-    cfg.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    log.info("checkstream proxy listening on %s", cfg.bind[0])
     try:
-        loop.run_until_complete(hypercorn_serve(app, cfg, shutdown_trigger=stop.wait))
+        loop.run_until_complete(serve_with(stop.wait))
     finally:
         loop.close()
+
+
+def serve(app: Any, *, host: str, port: int, graceful_timeout: float = 10.0) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM; blocks."""
+    cfg = hypercorn_config(graceful_timeout=graceful_timeout)
+    cfg.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    log.info("checkstream proxy listening on %s", cfg.bind[0])
+    run_until_signal(lambda stop: hypercorn_serve(app, cfg, shutdown_trigger=stop))
 
 
 class BackgroundServer:
@@ -81,11 +95,7 @@ class BackgroundServer:
     def __init__(self, app: Any, *, host: str = "127.0.0.1", name: str = "server") -> None:
         self.app = app
         self.name = name
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._sock = socket.socket(family, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((host, 0))
-        self._sock.listen(1024)
+        self._sock = listen_socket(host, 0)
         self._sock.set_inheritable(True)
         self.host = host
         self.port: int = self._sock.getsockname()[1]
