@@ -75,6 +75,7 @@ class ProxyState:
         self.recent: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
 
     def record(self, session: GuardSession, endpoint: str) -> None:
+        """The request is over: count its decision, log its record, release its guard state."""
         m = self.metrics
         self.recent[session.ctx.request_id] = session.summary()
         while len(self.recent) > 256:
