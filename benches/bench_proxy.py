@@ -154,7 +154,8 @@ def _relay_app(upstream: str) -> Any:
     return app
 
 
-def _serve(kind: str, upstream: str, port_q: Any, cpu: int | None = None) -> None:
+def _serve(kind: str, upstream: str, port_q: Any, cpu: int | None = None,
+           chunks: int | None = None) -> None:
     pin(cpu)  # first, so that every thread the server starts inherits it
     from hypercorn.asyncio import serve
 
@@ -164,7 +165,8 @@ def _serve(kind: str, upstream: str, port_q: Any, cpu: int | None = None) -> Non
         from checkstream.proxy.replay import Recording, ReplayUpstream
 
         replay = ReplayUpstream(record_timings=True)
-        replay.add_recording(Recording.from_text("bench", TOKENS * 8))
+        tokens = TOKENS * 8 if chunks is None else (TOKENS * (chunks // len(TOKENS) + 1))[:chunks]
+        replay.add_recording(Recording.from_text("bench", tokens))
         app = replay.app
     elif kind == "relay":
         app = _relay_app(upstream)
@@ -209,10 +211,12 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start(kind: str, upstream: str = "", cpu: int | None = None) -> Server:
+def start(kind: str, upstream: str = "", cpu: int | None = None,
+          chunks: int | None = None) -> Server:
+    """A server process; ``chunks``: the replay's recording length (default 64)."""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    proc = ctx.Process(target=_serve, args=(kind, upstream, q, cpu), daemon=True)
+    proc = ctx.Process(target=_serve, args=(kind, upstream, q, cpu, chunks), daemon=True)
     proc.start()
     port = q.get(timeout=60)
     url = f"http://127.0.0.1:{port}"

@@ -14,43 +14,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing as mp
 import statistics
 import sys
-import time
-from typing import Any
 
 import httpx
 
 import bench_proxy as bp
 
 PATHS = ("relay", "proxy-plumbing", "proxy-default")
-
-
-def _serve(kind: str, upstream: str, port_q: Any, chunks: int, cpu: int | None) -> None:
-    if kind == "replay":
-        import checkstream.proxy.replay as replay
-
-        tokens = (bp.TOKENS * (chunks // len(bp.TOKENS) + 1))[:chunks]
-        original = replay.Recording.from_text
-        replay.Recording.from_text = staticmethod(  # type: ignore[method-assign]
-            lambda name, _chunks: original(name, tokens))
-    bp._serve(kind, upstream, port_q, cpu)
-
-
-def _start(kind: str, upstream: str, chunks: int, cpu: int | None) -> bp.Server:
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    proc = ctx.Process(target=_serve, args=(kind, upstream, q, chunks, cpu), daemon=True)
-    proc.start()
-    url = f"http://127.0.0.1:{q.get(timeout=60)}"
-    for _ in range(200):
-        try:
-            httpx.get(url + ("/v1/models" if kind != "relay" else ""), timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    return bp.Server(kind, proc, url)
 
 
 async def _load(url: str, n: int, repeats: int) -> None:
@@ -97,10 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         pass
     per: dict[tuple[str, int], float] = {}
     for chunks in (args.short, args.long):
-        replay = _start("replay", "", chunks, client_cpu)
+        replay = bp.start("replay", cpu=client_cpu, chunks=chunks)
         try:
             for path in PATHS:
-                srv = _start(path, replay.url, chunks, server_cpu)
+                srv = bp.start(path, replay.url, server_cpu)
                 try:
                     per[(path, chunks)] = cpu_per_stream(srv, args.streams, args.repeats,
                                                          args.rounds)
