@@ -9,6 +9,7 @@ import numpy.typing as npt
 __version__: str
 # pyo3 lists every added name in __all__; stubtest checks it against the runtime.
 __all__ = [
+    "ChatChunkSplicer",
     "CoreError",
     "HoldbackBuffer",
     "InputError",
@@ -168,3 +169,16 @@ class TokenMasker:
         logits: npt.NDArray[np.float32] | npt.NDArray[np.float16],
         value: float = ...,
     ) -> int: ...
+
+# --- proxy codec (rust/checkstream-py/src/chat_chunk.rs) ---
+
+@final
+class ChatChunkSplicer:
+    """The usual streamed chat chunk (one choice, a delta with only non-empty ``content``, no
+    finish reason, no logprobs) recognised, and re-emitted with other text in its envelope."""
+
+    def __new__(cls) -> Self: ...
+    def parse(self, data: str) -> tuple[int, str] | None:
+        """``(choice index, content)`` for the usual chunk (its envelope is kept), else None."""
+    def emit(self, text: str) -> bytes:
+        """``data: <the last parsed chunk, content = text>\\n\\n``; StateError without one."""

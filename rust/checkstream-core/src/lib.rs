@@ -6,7 +6,10 @@
 //! [`holdback`] (releases only the prefix that can no longer become a match).
 //! For generation inside vLLM, [`masker`] walks an automaton over token ids and
 //! names the next tokens that would complete a banned sequence.
+//! [`chat_chunk`] recognises the usual streamed chat chunk so the proxy can re-emit it
+//! with released text without a JSON round trip.
 
+pub mod chat_chunk;
 pub mod error;
 pub mod holdback;
 pub mod masker;

@@ -5,6 +5,7 @@
 
 use pyo3::prelude::*;
 
+mod chat_chunk;
 mod errors;
 mod holdback;
 mod masker;
@@ -19,5 +20,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     matcher::register(m)?;
     holdback::register(m)?;
     masker::register(m)?;
+    chat_chunk::register(m)?;
     Ok(())
 }

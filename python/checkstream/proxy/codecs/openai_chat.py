@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from checkstream._core import ChatChunkSplicer
 from checkstream.engine import ChatMessage
 from checkstream.proxy.codecs import logprobs as lp
 from checkstream.proxy.codecs.base import (
@@ -24,7 +25,7 @@ from checkstream.proxy.codecs.base import (
 )
 from checkstream.proxy.codecs.openai_choices import ChoicesTranslator
 from checkstream.proxy.guarding import Channel, GuardSession
-from checkstream.proxy.sse import encode_event
+from checkstream.proxy.sse import SSEEvent, encode_event
 
 _TEXT_PARTS = ("text",)
 _EXTRA_TEXT = ("refusal", "reasoning_content", "reasoning")
@@ -53,6 +54,31 @@ class ChatTranslator(ChoicesTranslator):
         super().__init__(session, n)
         self.choices: dict[int, _Choice] = {}
         self.logprobs = logprobs
+        # The usual chunk (one piece of answer text) is recognised and re-emitted in Rust, in
+        # the upstream's own envelope; with logprobs every chunk takes the general path.
+        self._splicer = None if logprobs else ChatChunkSplicer()
+
+    async def on_event(self, ev: SSEEvent) -> list[bytes]:
+        splicer = self._splicer
+        if splicer is not None and not self.done:
+            usual = splicer.parse(ev.data)
+            if usual is not None:
+                return await self._on_content(splicer, ev.data, *usual)
+        return await super().on_event(ev)
+
+    async def _on_content(self, splicer: ChatChunkSplicer, data: str, index: int,
+                          content: str) -> list[bytes]:
+        """The usual chunk: the general path's result for it, without decoding the event."""
+        self.started = True
+        self.keep_envelope_of(data)
+        st = self._choice(index)
+        if st.finished:
+            return []
+        released = await st.text.feed(content)
+        if st.text.stopped:
+            return await self._after_choices(self._stop(st, {"content": released}
+                                                        if released else {}, {}))
+        return [splicer.emit(released)] if released else []
 
     def _choice(self, index: int) -> _Choice:
         ch = self.choices.get(index)
@@ -97,6 +123,9 @@ class ChatTranslator(ChoicesTranslator):
         out: list[bytes] = []
         for c in choices:
             out += await self._on_choice(c)
+        return await self._after_choices(out)
+
+    async def _after_choices(self, out: list[bytes]) -> list[bytes]:
         if not self.choices or not any(ch.finished for ch in self.choices.values()):
             return out  # the usual chunk: nothing ended
         if all(ch.finished for ch in self.choices.values()) and len(self.choices) >= self.n \

@@ -9,6 +9,7 @@ translators below fill in :meth:`ChoicesTranslator.on_choices` and
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar
 
 from checkstream.proxy.codecs.base import (
@@ -44,8 +45,23 @@ class ChoicesTranslator(StreamTranslator):
     def __init__(self, session: GuardSession, n: int) -> None:
         self.session = session
         self.n = max(1, n)
-        # The last chunk's fields but ``choices`` (id, model, ...), for the chunks we emit.
-        self.envelope: Json = {}
+        # The last chunk's fields but ``choices`` (id, model, ...), for the chunks we emit;
+        # after a chunk that was re-emitted in its own envelope (``ChatChunkSplicer``), only
+        # its JSON text, decoded if another chunk needs the envelope.
+        self._envelope: Json = {}
+        self._envelope_data: str | None = None
+
+    @property
+    def envelope(self) -> Json:
+        if self._envelope_data is not None:
+            data = json.loads(self._envelope_data)
+            self._envelope = {k: v for k, v in data.items() if k != "choices"}
+            self._envelope_data = None
+        return self._envelope
+
+    def keep_envelope_of(self, data: str) -> None:
+        """``data`` (a chunk's JSON object) is the latest chunk; decode its envelope if needed."""
+        self._envelope_data = data
 
     async def on_event(self, ev: SSEEvent) -> list[bytes]:
         if self.done:
@@ -60,7 +76,8 @@ class ChoicesTranslator(StreamTranslator):
         if not isinstance(choices, list):
             raise UpstreamProtocolError(f"{self.chunk_name} without a 'choices' list")
         self.started = True
-        self.envelope = {k: v for k, v in data.items() if k != "choices"}
+        self._envelope = {k: v for k, v in data.items() if k != "choices"}
+        self._envelope_data = None
         if not choices:  # the usage chunk (stream_options.include_usage)
             return [encode_event(data)]
         return await self.on_choices(choices)
