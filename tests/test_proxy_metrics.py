@@ -100,3 +100,15 @@ def test_pattern_timeouts_are_counted_on_metrics(tmp_path: Path) -> None:
         assert metric(s, "checkstream_pattern_timeouts_total", policy="timeouts",
                       rule="prompt-check", phase="ingress", resolution="fail_open") == 2
         assert metric(s, "checkstream_pattern_timeouts_total", phase="midstream") is None
+
+
+def test_guard_time_per_chunk_is_observed_only_where_policies_run_on_output() -> None:
+    name = "checkstream_guard_seconds_per_chunk_count"
+    for midstream, observed in ((True, True), (False, False)):
+        with LoopbackStack(policies=ROOT / "policies" / "default",
+                           config={"guardrails": {"midstream": {"enabled": midstream}}}) as s:
+            with httpx.stream("POST", s.url + "/v1/chat/completions",
+                              json={**BODY, "stream": True}, timeout=30) as r:
+                r.read()
+            count = metric(s, name) or 0
+            assert (count > 0) is observed, (midstream, count)

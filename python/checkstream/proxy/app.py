@@ -473,8 +473,10 @@ async def _stream_response(state: ProxyState, codec: Codec, session: GuardSessio
     translator = codec.translator(session, body)
     parser = SSEParser()
 
-    # Policy time per upstream read; nothing to observe when the policies are off.
-    observe = m.guard_seconds.observe if session.guard is not None else None
+    # Policy time per upstream read; nothing to observe when no policy runs on the output
+    # (a zero per read would only cost a histogram update per chunk).
+    observe = m.guard_seconds.observe \
+        if session.guard is not None and session.settings.midstream.enabled else None
 
     async def translated() -> AsyncGenerator[bytes, None]:
         """Client bytes; raises on upstream failure (the caller turns it into an event)."""
