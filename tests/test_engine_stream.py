@@ -301,3 +301,36 @@ def test_a_classifier_an_enforced_rule_reads_still_gates_release() -> None:
     released = "".join(texts)
     assert "idiot" not in released  # redacted by the enforced rule before it could leave
     assert len(sg.checks) == 4
+
+
+def test_a_stop_drops_the_verdicts_still_out_unscored() -> None:
+    """Shadow windows launched before a stop and not yet scored are taken out of the model's
+    batch (their calls are cancelled): after the stop the model runs for nothing of this stream,
+    and no verdict lands in the record after it."""
+    tox = SlowTox(
+        name="toxicity", labels=("toxic",), version="p1", threshold=0.5,
+        patterns={"toxic": ("idiot",)}, timeout_ms=5000, delay_s=0.05,
+    )  # fmt: skip
+    reg = ClassifierRegistry({"toxicity": tox}, {})
+    policy = (
+        "name: drop\nversion: '1'\nrules:\n"
+        "  - {name: tox, mode: shadow, trigger: {classifier: {name: toxicity, label: toxic}}, "
+        "actions: [{stop: {message: s}}]}\n"
+        "  - {name: halt, trigger: {phrases: [detonator]}, actions: [{stop: {message: halt}}]}\n"
+    )
+    g = Guard(load_policy_text(policy, registry=reg), reg)
+
+    async def run() -> tuple[Any, Any]:
+        sg = g.stream(CTX, holdback=2, check_interval=1, window=8)
+        for delta in ["one ", "two ", "three ", "detonator ", "four "]:
+            step = await sg.afeed(delta)
+            if step.stopped:
+                break
+            await asyncio.sleep(0)  # the loop turns between deltas, as on the wire
+        await asyncio.sleep(0.15)  # the run in flight finishes; nothing else may start
+        return sg, tox._batcher()
+
+    sg, batcher = asyncio.run(run())
+    assert sg.stopped and sg.stop_message == "halt"
+    assert sg.checks == []  # the one verdict in flight at the stop is not recorded either
+    assert batcher.runs == 1 and batcher.windows == 1  # the first window; the others dropped

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from checkstream.classifiers.batching import MicroBatcher
+from checkstream.classifiers.batching import BatchTimeout, MicroBatcher, ScoreFuture
 
 FailMode = Literal["open", "closed"]
+# What one classifier call came to: scores, timed out, failed, latency (ms), error.
+Outcome = tuple[dict[str, float], bool, bool, float, str | None]
 
 
 class ClassifierError(ValueError):
@@ -84,46 +87,58 @@ class Classifier(abc.ABC):
             self._batchers[loop] = batcher
         return batcher
 
+    def submit(self, text: str) -> ScoreFuture:
+        """Queue one text for scoring, batched with every other pending call on this classifier,
+        and return its future without awaiting it: it resolves to the scores, or fails with the
+        model's error or (after ``timeout_ms``) :class:`BatchTimeout`. ``result`` turns it, once
+        done, into the :class:`ScoreResult` that ``ascore`` returns. Cancelling it drops the
+        text from the batch if it has not run yet.
+
+        The engine's background checks poll these futures: a task and a timer per check cost
+        more than the check's share of the model run.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"classifier {self.name!r}: ascore expects str, got {type(text)}")
+        return self._batcher().submit(text, self.timeout_ms / 1000.0)
+
+    def outcome(self, future: ScoreFuture, start: float) -> Outcome:
+        """What a done ``submit`` future came to: ``(scores, timed_out, failed, latency_ms,
+        error)``; ``start`` is the ``perf_counter()`` read just before it was submitted. A
+        timeout or an error resolves by ``fail_mode`` (its scores are the fail mode's verdict)."""
+        exc = future.exception()  # first: a cancelled future raises here, unresolved
+        latency_ms = (future.resolved_at - start) * 1000.0
+        if exc is None:
+            return future.result(), False, False, latency_ms, None
+        if isinstance(exc, BatchTimeout):
+            error = f"timeout after {self.timeout_ms} ms"
+            return self._fail_scores(), True, False, latency_ms, error
+        return self._fail_scores(), False, True, latency_ms, f"{type(exc).__name__}: {exc}"
+
+    def result(self, future: ScoreFuture, start: float) -> ScoreResult:
+        """``outcome`` as the :class:`ScoreResult` that ``ascore`` returns."""
+        scores, timed_out, failed, latency_ms, error = self.outcome(future, start)
+        return ScoreResult(
+            scores=scores,
+            timed_out=timed_out,
+            failed=failed,
+            fail_mode=self.fail_mode,
+            model_version=self.version,
+            latency_ms=latency_ms,
+            error=error,
+        )
+
     async def ascore(self, text: str) -> ScoreResult:
         """Score one text, batched with every other pending call on this classifier.
 
         Never raises for a slow or broken model: a timeout or error resolves by ``fail_mode``
-        and is reported in the result.
+        and is reported in the result. Cancelling the call drops its text from the batch.
         """
         start = time.perf_counter()
-        if not isinstance(text, str):
-            raise TypeError(f"classifier {self.name!r}: ascore expects str, got {type(text)}")
-        future = self._batcher().submit(text)
-        try:
-            # One timer on the awaiting task (asyncio.timeout), not wait_for + shield (a task,
-            # an outer future and their callbacks per check: ~30 us, on every window of every
-            # stream). On expiry the await is cancelled, which cancels this call's future: the
-            # batcher drops it if it has not run yet.
-            async with asyncio.timeout(self.timeout_ms / 1000.0):
-                scores = await future
-        except TimeoutError:
-            return self._failed(start, timed_out=True, error=f"timeout after {self.timeout_ms} ms")
-        except Exception as exc:  # the model's failure becomes a recorded fail-mode decision
-            return self._failed(start, timed_out=False, error=f"{type(exc).__name__}: {exc}")
-        return ScoreResult(
-            scores=scores,
-            timed_out=False,
-            failed=False,
-            fail_mode=self.fail_mode,
-            model_version=self.version,
-            latency_ms=(time.perf_counter() - start) * 1000.0,
-        )
-
-    def _failed(self, start: float, *, timed_out: bool, error: str) -> ScoreResult:
-        return ScoreResult(
-            scores=self._fail_scores(),
-            timed_out=timed_out,
-            failed=not timed_out,
-            fail_mode=self.fail_mode,
-            model_version=self.version,
-            latency_ms=(time.perf_counter() - start) * 1000.0,
-            error=error,
-        )
+        future = self.submit(text)
+        # A timeout or the model's error is read back from the future.
+        with contextlib.suppress(Exception):
+            await future
+        return self.result(future, start)
 
     def describe(self) -> dict[str, object]:
         """What a startup log or ``/health/ready`` shows about this classifier."""

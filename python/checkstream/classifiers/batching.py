@@ -2,18 +2,40 @@
 tick) goes into the next single model run, so 64 concurrent streams cost one run, not 64.
 
 There is at most one run in flight per classifier and loop. A submission waits for at most the
-run in progress plus its own run; callers bound that with their timeout (``Classifier.ascore``).
+run in progress plus its own run; callers bound that with a timeout given at submission: when it
+expires the submission's future fails with :class:`BatchTimeout` and the batcher drops the text
+if it has not run yet. All submissions share one timer (re-armed for the earliest deadline still
+open), not one timer handle each: a guarded stream submits a window every few tokens, and a
+timer per window cost more than the window's share of the model run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 ScoreFn = Callable[[Sequence[str]], list[dict[str, float]]]
+
+
+class BatchTimeout(TimeoutError):
+    """A submission's timeout expired before the model's scores came in."""
+
+
+class ScoreFuture(asyncio.Future[dict[str, float]]):
+    """The scores of one submitted text; ``resolved_at`` is the ``time.perf_counter()`` at
+    which it got them (or failed, or timed out), so that a caller that polls it, rather than
+    awaiting it, still records the model's real latency."""
+
+    # Set by the batcher when it resolves the future (no __init__ of ours: one is made per
+    # classifier window, and a Python __init__ doubles what it costs).
+    __slots__ = ("resolved_at",)
+    resolved_at: float
 
 
 class MicroBatcher:
@@ -36,7 +58,11 @@ class MicroBatcher:
         self._executor = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="cs-batch") if offload else None
         )
-        self._pending: list[tuple[str, asyncio.Future[dict[str, float]]]] = []
+        self._pending: list[tuple[str, ScoreFuture]] = []
+        # Open deadlines: (loop time, submission number, future), earliest first; one timer.
+        self._deadlines: list[tuple[float, int, ScoreFuture]] = []
+        self._seq = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
         self._scheduled = False
         self._running = False
         # Observability: totals since start, and the sizes of the most recent runs (bounded, so
@@ -52,14 +78,42 @@ class MicroBatcher:
             raise RuntimeError("the event loop of this batcher is gone")
         return loop
 
-    def submit(self, text: str) -> asyncio.Future[dict[str, float]]:
-        future: asyncio.Future[dict[str, float]] = self.loop.create_future()
+    def submit(self, text: str, timeout_s: float | None = None) -> ScoreFuture:
+        """Queue ``text`` for the next run. With ``timeout_s``, the future fails with
+        :class:`BatchTimeout` that many seconds from now unless its scores are in by then."""
+        loop = self.loop
+        future = ScoreFuture(loop=loop)
         self._pending.append((text, future))
         if not self._scheduled and not self._running:
             self._scheduled = True
             # call_soon, not an immediate run: everything submitted in this tick joins the batch.
-            self.loop.call_soon(self._start_run)
+            loop.call_soon(self._start_run)
+        if timeout_s is not None:
+            deadline = loop.time() + timeout_s
+            heapq.heappush(self._deadlines, (deadline, next(self._seq), future))
+            timer = self._timer
+            if timer is None or deadline < timer.when():
+                if timer is not None:
+                    timer.cancel()
+                self._timer = loop.call_at(deadline, self._expire)
         return future
+
+    def _expire(self) -> None:
+        """Fail the submissions whose deadline has passed; forget those already resolved."""
+        self._timer = None
+        heap = self._deadlines
+        now = self.loop.time()
+        while heap:
+            deadline, _, future = heap[0]
+            if not future.done():
+                if deadline > now:
+                    self._timer = self.loop.call_at(deadline, self._expire)
+                    return
+                future.resolved_at = time.perf_counter()
+                future.set_exception(BatchTimeout())
+                # Retrieved here: a caller that polls may drop it unread (a stopped stream).
+                future.exception()
+            heapq.heappop(heap)
 
     def _start_run(self) -> None:
         self._scheduled = False
@@ -67,8 +121,8 @@ class MicroBatcher:
             return
         batch = self._pending[: self._max_batch]
         del self._pending[: self._max_batch]
-        # Callers that already gave up (timeout) need no score.
-        live = [(t, f) for t, f in batch if not f.cancelled()]
+        # Callers that already gave up (timed out, or cancelled) need no score.
+        live = [(t, f) for t, f in batch if not f.done()]
         if not live:
             self._after_run()
             return
@@ -92,7 +146,7 @@ class MicroBatcher:
 
     def _finish(
         self,
-        live: list[tuple[str, asyncio.Future[dict[str, float]]]],
+        live: list[tuple[str, ScoreFuture]],
         task: asyncio.Future[list[dict[str, float]]],
     ) -> None:
         self._running = False
@@ -102,13 +156,15 @@ class MicroBatcher:
 
     @staticmethod
     def _resolve(
-        live: list[tuple[str, asyncio.Future[dict[str, float]]]],
+        live: list[tuple[str, ScoreFuture]],
         results: list[dict[str, float]] | None,
         exc: BaseException | None,
     ) -> None:
+        now = time.perf_counter()
         for i, (_, future) in enumerate(live):
             if future.done():
                 continue
+            future.resolved_at = now
             if exc is not None or results is None:
                 future.set_exception(exc or RuntimeError("model returned no result"))
                 # Mark it retrieved: a caller that timed out meanwhile will never await it, and

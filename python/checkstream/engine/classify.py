@@ -7,7 +7,7 @@ fired), fail open does not (under a ``not``: counts as fired). Neither is silent
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -182,6 +182,71 @@ def run_sync(
     )
 
 
+class Submitted:
+    """One window's classifier calls, submitted to the classifiers' batchers and not awaited.
+
+    The engine polls it (``done``) or waits for it (``wait``), then ``judge``s it. No task and no
+    timer of its own: each call is the batcher's future, which the batcher's shared timer fails
+    at the classifier's timeout.
+    """
+
+    __slots__ = ("classifiers", "end", "futures", "groups", "message_index", "phase", "start",
+                 "started")  # fmt: skip
+
+    def __init__(
+        self,
+        registry: Any,
+        groups: Mapping[str, Sequence[ClassifierLeaf]],
+        text: str,
+        *,
+        phase: str,
+        start: int,
+        end: int,
+        message_index: int | None = None,
+    ) -> None:
+        self.groups = groups
+        self.phase = phase
+        self.start = start
+        self.end = end
+        self.message_index = message_index
+        self.classifiers = [registry.get(name) for name in groups]
+        self.started = time.perf_counter()
+        self.futures = [classifier.submit(text) for classifier in self.classifiers]
+
+    def done(self) -> bool:
+        return all(future.done() for future in self.futures)
+
+    async def wait(self) -> None:
+        """Until every call is in (a timeout or a model error counts as in)."""
+        for future in self.futures:
+            if not future.done():
+                # A timeout or the model's error is read back from the future.
+                with contextlib.suppress(Exception):
+                    await future
+
+    def cancel(self) -> None:
+        """The verdicts are no longer wanted: drop the texts that have not run yet."""
+        for future in self.futures:
+            future.cancel()
+
+    def judge(self) -> tuple[list[CheckRecord], list[LeafEvent]]:
+        """The records and leaf events of the calls (all done)."""
+        started = self.started
+        outcomes: list[_Outcome] = [
+            classifier.outcome(future, started)
+            for classifier, future in zip(self.classifiers, self.futures, strict=True)
+        ]
+        return _judge_all(
+            self.groups,
+            self.classifiers,
+            outcomes,
+            phase=self.phase,
+            start=self.start,
+            end=self.end,
+            message_index=self.message_index,
+        )
+
+
 async def run_async(
     registry: Any,
     groups: Mapping[str, Sequence[ClassifierLeaf]],
@@ -192,35 +257,8 @@ async def run_async(
     end: int,
     message_index: int | None = None,
 ) -> tuple[list[CheckRecord], list[LeafEvent]]:
-    classifiers = [registry.get(name) for name in groups]
-
-    async def one(classifier: Any) -> _Outcome:
-        began = time.perf_counter()
-        try:
-            result = await classifier.ascore(text)
-        except Exception as exc:  # ascore should not raise; if it does, it is a failure too
-            elapsed = (time.perf_counter() - began) * 1000
-            return {}, False, True, elapsed, f"{type(exc).__name__}: {exc}"
-        return (
-            result.scores,
-            bool(result.timed_out),
-            bool(result.failed),
-            float(result.latency_ms),
-            getattr(result, "error", None),
-        )
-
-    # One classifier (the common case): no gather, whose tasks cost more than the check.
-    outcomes = (
-        [await one(classifiers[0])]
-        if len(classifiers) == 1
-        else await asyncio.gather(*(one(c) for c in classifiers))
+    calls = Submitted(
+        registry, groups, text, phase=phase, start=start, end=end, message_index=message_index
     )
-    return _judge_all(
-        groups,
-        classifiers,
-        outcomes,
-        phase=phase,
-        start=start,
-        end=end,
-        message_index=message_index,
-    )
+    await calls.wait()
+    return calls.judge()

@@ -30,13 +30,12 @@ little as it can:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import deque
 from typing import TYPE_CHECKING, TypedDict
 
 from checkstream._core import HoldbackBuffer
-from checkstream.engine.classify import group_by_classifier, run_async, run_sync
+from checkstream.engine.classify import Submitted, group_by_classifier, run_sync
 from checkstream.engine.events import (
     Firing,
     LeafEvent,
@@ -90,14 +89,29 @@ _Groups = dict[str, tuple[ClassifierLeaf, ...]]
 class _Check:
     """Classifier windows launched at one delta, applied at delta ``due``."""
 
-    __slots__ = ("due", "end", "groups", "task", "windows")
+    __slots__ = ("calls", "due", "end", "groups", "windows")
 
     def __init__(self, windows: list[_Window], groups: _Groups, due: int, end: int) -> None:
         self.windows = windows
         self.groups = groups  # the classifiers (and the leaves they answer) this check runs
         self.due = due
         self.end = end  # every character before this is inside one of the windows
-        self.task: asyncio.Task[_Results] | None = None
+        # Launched in the background (afeed): the windows' calls in the batchers, polled.
+        self.calls: list[Submitted] | None = None
+
+    def done(self) -> bool:
+        # Polled on every delta while a shadow check is out: loops, not generators.
+        if self.calls is None:
+            return False
+        for calls in self.calls:
+            for future in calls.futures:
+                if not future.done():
+                    return False
+        return True
+
+    def judge(self) -> _Results:
+        assert self.calls is not None
+        return [c.judge() for c in self.calls]
 
 
 class StreamGuard:
@@ -220,8 +234,7 @@ class StreamGuard:
             events += await self._apply_async(final=True)
         while self._shadow_pending:  # every shadow verdict is in the record at the end
             check = self._shadow_pending.popleft()
-            results = await (check.task or self._run_async(check.windows, check.groups))
-            events += self._applied(check, results, gating=False)
+            events += self._applied(check, await self._awaited(check), gating=False)
         return self._complete("", events, final=True)
 
     @property
@@ -305,12 +318,12 @@ class StreamGuard:
         if self._gating:
             check = _Check(windows, self._gating, due, end)
             if background and self.classifier_lag > 0:
-                check.task = asyncio.ensure_future(self._run_async(windows, self._gating))
+                check.calls = self._submit(windows, self._gating)
             self._pending.append(check)
         if self._shadow:
             shadow = _Check(windows, self._shadow, due, end)
             if background:  # never awaited before the end of the stream
-                shadow.task = asyncio.ensure_future(self._run_async(windows, self._shadow))
+                shadow.calls = self._submit(windows, self._shadow)
             self._shadow_pending.append(shadow)
 
     def _windows(self) -> list[_Window]:
@@ -341,11 +354,17 @@ class StreamGuard:
     def _run_sync(self, windows: list[_Window], groups: _Groups) -> _Results:
         return [run_sync(self.guard.registry, groups, **w) for w in windows]
 
-    async def _run_async(self, windows: list[_Window], groups: _Groups) -> _Results:
+    def _submit(self, windows: list[_Window], groups: _Groups) -> list[Submitted]:
         registry = self.guard.registry
-        if len(windows) == 1:  # the streaming case: no gather and its tasks
-            return [await run_async(registry, groups, **windows[0])]
-        return list(await asyncio.gather(*(run_async(registry, groups, **w) for w in windows)))
+        return [Submitted(registry, groups, **w) for w in windows]
+
+    async def _awaited(self, check: _Check) -> _Results:
+        """The check's verdicts, submitting its windows now if it was not launched yet."""
+        if check.calls is None:
+            check.calls = self._submit(check.windows, check.groups)
+        for calls in check.calls:
+            await calls.wait()
+        return check.judge()
 
     def _due(self, final: bool, queue: deque[_Check] | None = None) -> list[_Check]:
         queue = self._pending if queue is None else queue
@@ -359,12 +378,11 @@ class StreamGuard:
         sync path shadow checks are judged when due like the others)."""
         events: list[LeafEvent] = []
         for check in self._due(final, self._pending if gating else self._shadow_pending):
-            task = check.task
-            if task is not None and task.done() and not task.cancelled():
-                results = task.result()
+            if check.done():
+                results = check.judge()
             else:  # launched by afeed, now fed synchronously: judge it here
-                if task is not None:
-                    task.cancel()
+                for calls in check.calls or ():
+                    calls.cancel()
                 results = self._run_sync(check.windows, check.groups)
             events += self._applied(check, results, gating=gating)
         return events
@@ -374,20 +392,15 @@ class StreamGuard:
         nothing waits for them."""
         events: list[LeafEvent] = []
         queue = self._shadow_pending
-        while queue and queue[0].task is not None and queue[0].task.done():
+        while queue and queue[0].done():
             check = queue.popleft()
-            assert check.task is not None
-            events += self._applied(check, check.task.result(), gating=False)
+            events += self._applied(check, check.judge(), gating=False)
         return events
 
     async def _apply_async(self, *, final: bool) -> list[LeafEvent]:
         events: list[LeafEvent] = []
         for check in self._due(final):
-            if check.task is not None:
-                results = await check.task
-            else:
-                results = await self._run_async(check.windows, check.groups)
-            events += self._applied(check, results)
+            events += self._applied(check, await self._awaited(check))
         return events
 
     def _applied(self, check: _Check, results: _Results, *, gating: bool = True) -> list[LeafEvent]:
@@ -406,8 +419,8 @@ class StreamGuard:
         """After a stop: verdicts still to come decide nothing (their text is never released)
         and are not recorded, so that ``feed`` and ``afeed`` leave the same record."""
         for check in (*self._pending, *self._shadow_pending):
-            if check.task is not None:
-                check.task.cancel()
+            for calls in check.calls or ():
+                calls.cancel()
         self._pending.clear()
         self._shadow_pending.clear()
 
