@@ -38,11 +38,18 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 def tune_gc() -> None:
     """After start-up: move everything alive now (modules, config, compiled policies) out of the
     collector's view with ``gc.freeze()``, so that a full collection while serving no longer walks
-    it (~50 ms on the proxy process, a pause every stream in flight waits for). The thresholds
-    stay at their defaults: a young-generation threshold of 20000 made each young collection a
-    ~9 ms pause, which showed up in the per-chunk p99 at 16 streams."""
+    it (~50 ms on the proxy process, a pause every stream in flight waits for).
+
+    Then collect the middle generation every 2 young collections instead of every 10, and the
+    oldest every 50 middle ones instead of 10 (full collections stay about as rare: every ~150
+    young ones instead of ~120). A stream's objects live as long as the stream, so they survive
+    young collections and pile up in the middle generation; collected every 10th time, that was
+    one ~2 ms pause (up to ~6) at 64 streams, which every chunk arriving meanwhile waited for;
+    every 2nd time it is ~0.6 ms (`benches/bench_proxy_gc.py`). The young threshold stays at
+    700: raised to 20000, each young collection became a ~9 ms pause."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(700, 2, 50)
 
 
 def hypercorn_config(*, graceful_timeout: float = 5.0, keep_alive: float = 75.0) -> HypercornConfig:
