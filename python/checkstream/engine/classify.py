@@ -195,7 +195,7 @@ class Submitted:
 
     def __init__(
         self,
-        registry: Any,
+        classifiers: Sequence[Any],
         groups: Mapping[str, Sequence[ClassifierLeaf]],
         text: str,
         *,
@@ -209,7 +209,7 @@ class Submitted:
         self.start = start
         self.end = end
         self.message_index = message_index
-        self.classifiers = [registry.get(name) for name in groups]
+        self.classifiers = classifiers  # ``groups``' classifiers, in its order
         self.started = time.perf_counter()
         self.futures = [classifier.submit(text) for classifier in self.classifiers]
 
@@ -257,8 +257,9 @@ async def run_async(
     end: int,
     message_index: int | None = None,
 ) -> tuple[list[CheckRecord], list[LeafEvent]]:
+    classifiers = [registry.get(name) for name in groups]
     calls = Submitted(
-        registry, groups, text, phase=phase, start=start, end=end, message_index=message_index
+        classifiers, groups, text, phase=phase, start=start, end=end, message_index=message_index
     )
     await calls.wait()
     return calls.judge()

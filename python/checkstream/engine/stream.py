@@ -157,6 +157,10 @@ class StreamGuard:
         gating = _enforced_classifiers(plan)
         self._gating = {k: v for k, v in self._classifiers.items() if k in gating}
         self._shadow = {k: v for k, v in self._classifiers.items() if k not in gating}
+        # The classifier objects, looked up once (the guard checked they exist), in group order.
+        get = guard.registry.get if guard.registry is not None else None
+        self._gating_objs = tuple(get(n) for n in self._gating) if get is not None else ()
+        self._shadow_objs = tuple(get(n) for n in self._shadow) if get is not None else ()
         self._buffer = HoldbackBuffer(holdback, pset.matcher if self._phrase_ids else None)
         self._keep_text = bool(self._scanning or self._classifiers)
         self._external_hold = bool(self._scanning or self._gating)
@@ -356,8 +360,11 @@ class StreamGuard:
         return [run_sync(self.guard.registry, groups, **w) for w in windows]
 
     def _submit(self, windows: list[_Window], groups: _Groups) -> list[Submitted]:
-        registry = self.guard.registry
-        return [Submitted(registry, groups, **w) for w in windows]
+        objs = self._gating_objs if groups is self._gating else self._shadow_objs
+        return [
+            Submitted(objs, groups, w["text"], phase=PHASE, start=w["start"], end=w["end"])
+            for w in windows
+        ]
 
     async def _awaited(self, check: _Check) -> _Results:
         """The check's verdicts, submitting its windows now if it was not launched yet."""
