@@ -15,8 +15,11 @@ never dropped.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Collection, Sequence
+
+import regex
 
 from checkstream.engine.events import LeafEvent
 from checkstream.engine.types import ScanTimeout
@@ -210,6 +213,62 @@ def content_events(
     return events, timeouts
 
 
+# A `(?` that opens anything but a plain group or a look-around (inline flags, comments,
+# recursion, conditionals, branch reset), or `\G` (anchored at the search's start): a pattern
+# with one is never put into a union, where it could mean something else.
+_NOT_UNION_SAFE = regex.compile(r"\(\?(?![:=!>]|<[=!])|\\G")
+
+
+def union_safe(leaf: PatternLeaf) -> bool:
+    """Whether ``leaf``'s pattern means the same as one branch of a non-capturing union: no
+    capturing groups (whose numbers would shift, with backreferences to them), no inline flags
+    and none of the constructs that refer to the whole pattern or to the search's start."""
+    return leaf.compiled.groups == 0 and _NOT_UNION_SAFE.search(leaf.source) is None
+
+
+@functools.lru_cache(maxsize=64)
+def _union(sources: tuple[str, ...], flags: int) -> regex.Pattern[str] | None:
+    try:
+        return regex.compile("|".join(f"(?:{source})" for source in sources), flags)
+    except regex.error:
+        return None
+
+
+class PatternProbe:
+    """One search for all of a stream's pattern leaves, before their own scans: the union of
+    their patterns. When it finds nothing in the new text (beyond the empty partial match
+    every pattern has at the end of a text that may still grow), no leaf can match or start a
+    match there, and their scans, each a regex call under its own timeout, are skipped.
+
+    Only leaves whose patterns are ``union_safe`` and share their flags are united (else there
+    is no probe). The probe runs under the shortest of the leaves' timeouts; a probe that
+    times out is dropped for the rest of the stream, and that step scans leaf by leaf as
+    before, so a slow pattern costs at most one probe timeout more.
+    """
+
+    __slots__ = ("compiled", "timeout_s")
+
+    def __init__(self, leaves: Sequence[PatternLeaf]) -> None:
+        self.compiled: regex.Pattern[str] | None = None
+        self.timeout_s = min((leaf.timeout_s for leaf in leaves), default=0.0)
+        flags = {leaf.compiled.flags for leaf in leaves}
+        if len(leaves) > 1 and len(flags) == 1 and all(union_safe(leaf) for leaf in leaves):
+            self.compiled = _union(tuple(leaf.source for leaf in leaves), flags.pop())
+
+    def clear(self, text: str, pos: int, final: bool) -> bool:
+        """True when no leaf can match, nor start a match that more text could complete,
+        anywhere in ``text[pos:]``: each leaf's step from ``pos`` (or later) would find nothing
+        and move its ``scan_from`` to the end of ``text``."""
+        if self.compiled is None:
+            return False
+        try:
+            m = self.compiled.search(text, pos, partial=not final, timeout=self.timeout_s)
+        except TimeoutError:
+            self.compiled = None
+            return False
+        return m is None or m.start() == len(text)
+
+
 class PatternStream:
     """One regex over a stream, using ``partial=True`` to hold what could still become a match."""
 
@@ -218,6 +277,11 @@ class PatternStream:
         self.phase = phase
         self.scan_from = 0
         self.timeout: ScanTimeout | None = None  # set by a step that ran out of time
+
+    def skip_to(self, end: int) -> None:
+        """What ``step`` does when its text holds nothing for this leaf up to ``end``."""
+        self.timeout = None
+        self.scan_from = end
 
     def step(self, text: str, text_start: int, final: bool) -> list[LeafEvent]:
         """Scan ``text`` (which begins at absolute ``text_start``) from ``scan_from``.

@@ -49,6 +49,7 @@ from checkstream.engine.events import (
 )
 from checkstream.engine.scanners import (
     SEAM_CONTEXT,
+    PatternProbe,
     PatternStream,
     PiiStream,
     phrase_events_from_matches,
@@ -151,6 +152,7 @@ class StreamGuard:
         self._plan = plan
         self._phrase_ids = plan.phrase_ids
         self._patterns = [PatternStream(leaf) for leaf in plan.patterns]
+        self._probe = PatternProbe(plan.patterns)
         self._pii = PiiStream(plan.pii) if plan.pii else None
         self._scanning = bool(self._patterns or self._pii)
         self._classifiers = group_by_classifier(plan.classifiers)
@@ -295,7 +297,14 @@ class StreamGuard:
         text, origin, end = self._text, self._text_start, self._end
         events: list[LeafEvent] = []
         judged = end
-        for scanner in self._patterns:
+        patterns = self._patterns
+        if patterns and self._probe.clear(
+            text, min(p.scan_from for p in patterns) - origin, final
+        ):
+            for scanner in patterns:  # no leaf can match in the new text: nothing to scan
+                scanner.skip_to(end)
+            patterns = []
+        for scanner in patterns:
             events += scanner.step(text, origin, final=final)
             judged = min(judged, scanner.scan_from)
             if scanner.timeout is not None:
