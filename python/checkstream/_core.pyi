@@ -1,7 +1,7 @@
 # Hand-checked stub of the Rust extension `checkstream._core`; verified by mypy.stubtest in tests.
 
 from collections.abc import Sequence
-from typing import Self, TypeAlias, final
+from typing import Literal, Self, TypeAlias, final
 
 import numpy as np
 import numpy.typing as npt
@@ -9,7 +9,6 @@ import numpy.typing as npt
 __version__: str
 # pyo3 lists every added name in __all__; stubtest checks it against the runtime.
 __all__ = [
-    "ChatChunkSplicer",
     "CoreError",
     "HoldbackBuffer",
     "InputError",
@@ -18,6 +17,7 @@ __all__ = [
     "PatternError",
     "PhraseMatcher",
     "StateError",
+    "TextDeltaSplicer",
     "TokenMasker",
     "__version__",
 ]
@@ -170,15 +170,17 @@ class TokenMasker:
         value: float = ...,
     ) -> int: ...
 
-# --- proxy codec (rust/checkstream-py/src/chat_chunk.rs) ---
+# --- proxy codecs (rust/checkstream-py/src/text_delta.rs) ---
 
 @final
-class ChatChunkSplicer:
-    """The usual streamed chat chunk (one choice, a delta with only non-empty ``content``, no
-    finish reason, no logprobs) recognised, and re-emitted with other text in its envelope."""
+class TextDeltaSplicer:
+    """The usual streamed text event recognised, and re-emitted with other text in its own
+    envelope. Shapes: "chat" (an OpenAI chat chunk: one choice, a delta with only non-empty
+    ``content``, no finish reason, no logprobs) and "messages" (an Anthropic
+    ``content_block_delta`` with a ``text_delta`` or ``thinking_delta``)."""
 
-    def __new__(cls) -> Self: ...
+    def __new__(cls, shape: Literal["chat", "messages"]) -> Self: ...
     def parse(self, data: str) -> tuple[int, str] | None:
-        """``(choice index, content)`` for the usual chunk (its envelope is kept), else None."""
+        """``(index, text)`` for the usual event (its envelope is kept), else None."""
     def emit(self, text: str) -> bytes:
-        """``data: <the last parsed chunk, content = text>\\n\\n``; StateError without one."""
+        """The last parsed event with ``text`` as its text, as SSE bytes; StateError without one."""

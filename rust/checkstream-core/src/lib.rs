@@ -6,14 +6,14 @@
 //! [`holdback`] (releases only the prefix that can no longer become a match).
 //! For generation inside vLLM, [`masker`] walks an automaton over token ids and
 //! names the next tokens that would complete a banned sequence.
-//! [`chat_chunk`] recognises the usual streamed chat chunk so the proxy can re-emit it
-//! with released text without a JSON round trip.
+//! [`text_delta`] recognises the usual streamed text event (OpenAI chat, Anthropic) so the
+//! proxy can re-emit it with released text without a JSON round trip.
 
-pub mod chat_chunk;
 pub mod error;
 pub mod holdback;
 pub mod masker;
 pub mod matcher;
 pub mod normalize;
+pub mod text_delta;
 
 pub use error::CoreError;

@@ -5,12 +5,12 @@
 
 use pyo3::prelude::*;
 
-mod chat_chunk;
 mod errors;
 mod holdback;
 mod masker;
 mod matcher;
 mod normalize;
+mod text_delta;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -20,6 +20,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     matcher::register(m)?;
     holdback::register(m)?;
     masker::register(m)?;
-    chat_chunk::register(m)?;
+    text_delta::register(m)?;
     Ok(())
 }

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from typing import Any
 
+from checkstream._core import TextDeltaSplicer
 from checkstream.engine import ChatMessage
 from checkstream.proxy.codecs.base import (
     Codec,
@@ -48,6 +50,7 @@ class MessagesTranslator(StreamTranslator):
         self.open_block: int | None = None
         self.output_tokens = 0
         self.citations: dict[int, int] = {}  # citations seen per block, for channel keys
+        self._splicer = TextDeltaSplicer("messages")
 
     @staticmethod
     def _ev(kind: str, **payload: Any) -> bytes:
@@ -59,6 +62,12 @@ class MessagesTranslator(StreamTranslator):
     async def on_event(self, ev: SSEEvent) -> list[bytes]:
         if self.done:
             return []
+        usual = self._splicer.parse(ev.data)
+        if usual is not None:
+            # The usual text delta, re-emitted in its own envelope by Rust: what the general
+            # path below does for it, without decoding and encoding the event.
+            self.started = True
+            return await self._delta(usual[0], usual[1], self._splicer.emit)
         data = as_json_object(ev)
         kind = data.get("type") or ev.event
         if kind == "error":
@@ -86,15 +95,16 @@ class MessagesTranslator(StreamTranslator):
                 block[field] = ""
             out.append(self._ev("content_block_start", index=idx, content_block=block))
             if initial:
-                out += await self._delta(idx, "text_delta" if block["type"] == "text"
-                                         else "thinking_delta", initial)
+                out += await self._delta(idx, initial, self._delta_event(
+                    idx, "text_delta" if block["type"] == "text" else "thinking_delta"))
             return out
         if kind == "content_block_delta":
             idx = int(data.get("index") or 0)
             delta = data.get("delta") or {}
             dtype = delta.get("type")
             if dtype in _DELTA_FIELD:
-                return await self._delta(idx, str(dtype), str(delta.get(_DELTA_FIELD[dtype]) or ""))
+                return await self._delta(idx, str(delta.get(_DELTA_FIELD[dtype]) or ""),
+                                         self._delta_event(idx, str(dtype)))
             if dtype == "citations_delta":
                 return await self._citation(idx, delta)
             if dtype == "signature_delta":
@@ -121,7 +131,12 @@ class MessagesTranslator(StreamTranslator):
             return [decision_comment(self.session), self._ev("message_stop")]
         raise UpstreamProtocolError(f"unknown Anthropic event type {kind!r}")
 
-    async def _delta(self, idx: int, dtype: str, text: str) -> list[bytes]:
+    def _delta_event(self, idx: int, dtype: str) -> Callable[[str], bytes]:
+        return lambda released: self._ev("content_block_delta", index=idx,
+                                         delta={"type": dtype, _DELTA_FIELD[dtype]: released})
+
+    async def _delta(self, idx: int, text: str, event: Callable[[str], bytes]) -> list[bytes]:
+        """``text`` into block ``idx``'s channel; what it releases goes out as ``event(...)``."""
         ch = self._ch(idx)
         if ch.finished:
             return []
@@ -130,8 +145,7 @@ class MessagesTranslator(StreamTranslator):
             return self._stop(idx, released)
         if not released:
             return []
-        return [self._ev("content_block_delta", index=idx,
-                         delta={"type": dtype, _DELTA_FIELD[dtype]: released})]
+        return [event(released)]
 
     async def _citation(self, idx: int, delta: Json) -> list[bytes]:
         """A citation's ``cited_text`` reaches the client as part of the answer, so it is

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from checkstream._core import ChatChunkSplicer
+from checkstream._core import TextDeltaSplicer
 from checkstream.engine import ChatMessage
 from checkstream.proxy.codecs import logprobs as lp
 from checkstream.proxy.codecs.base import (
@@ -56,7 +56,7 @@ class ChatTranslator(ChoicesTranslator):
         self.logprobs = logprobs
         # The usual chunk (one piece of answer text) is recognised and re-emitted in Rust, in
         # the upstream's own envelope; with logprobs every chunk takes the general path.
-        self._splicer = None if logprobs else ChatChunkSplicer()
+        self._splicer = None if logprobs else TextDeltaSplicer("chat")
 
     async def on_event(self, ev: SSEEvent) -> list[bytes]:
         splicer = self._splicer
@@ -66,7 +66,7 @@ class ChatTranslator(ChoicesTranslator):
                 return await self._on_content(splicer, ev.data, *usual)
         return await super().on_event(ev)
 
-    async def _on_content(self, splicer: ChatChunkSplicer, data: str, index: int,
+    async def _on_content(self, splicer: TextDeltaSplicer, data: str, index: int,
                           content: str) -> list[bytes]:
         """The usual chunk: the general path's result for it, without decoding the event."""
         self.started = True

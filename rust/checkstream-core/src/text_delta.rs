@@ -1,30 +1,44 @@
-//! The usual OpenAI `chat.completion.chunk`, recognised and re-emitted without a JSON round trip.
+//! The usual streamed text event, recognised and re-emitted without a JSON round trip.
 //!
-//! Almost every event of a streamed chat answer is one choice whose delta holds one piece of
-//! answer text: `{..., "choices": [{"index": 0, "delta": {"content": "Hel"}, "logprobs": null,
-//! "finish_reason": null}]}`. The proxy must judge that text and send on what it may release,
-//! in the same envelope. Decoding the event into Python objects and encoding a new one costs
-//! more than the rest of the proxy's work on a chunk, so for this one shape the event is
-//! validated here and the released text is spliced into the upstream's own bytes in place of
-//! the content string.
+//! Almost every event of a streamed answer carries one piece of answer text:
+//! - OpenAI chat: `{..., "choices": [{"index": 0, "delta": {"content": "Hel"}, "logprobs": null,
+//!   "finish_reason": null}]}` ([`Shape::ChatContent`]);
+//! - Anthropic messages: `{"type": "content_block_delta", "index": 0, "delta": {"type":
+//!   "text_delta", "text": "Hel"}}`, or a `thinking_delta` with `thinking` ([`Shape::MessagesText`]).
 //!
-//! [`content_chunk`] is deliberately strict: anything else (another key in the choice or the
-//! delta, a duplicate key anywhere on the path, an escaped key, a finish reason, logprobs, an
-//! error, a multi-line event, more than one choice, empty content) returns `None`, and the
-//! caller takes its general path. A splice can therefore never forward a field that the
-//! general path would have judged or dropped: the only fields kept verbatim are the top-level
-//! envelope fields (id, model, created, ...), which the general path forwards as they are too.
+//! The proxy must judge that text and send on what it may release, in the same envelope.
+//! Decoding the event into Python objects and encoding a new one costs more than the rest of
+//! the proxy's work on a chunk, so for these shapes the event is validated here and the
+//! released text is spliced into the upstream's own bytes in place of the text's string
+//! literal.
+//!
+//! [`text_delta`] is deliberately strict: anything else (another key in the choice, the delta
+//! or the Anthropic event, a duplicate key anywhere on the path, an escaped key, a finish
+//! reason, logprobs, an error, a multi-line event, more than one choice, empty text) returns
+//! `None`, and the caller takes its general path. A splice can therefore never forward a field
+//! that the general path would have judged or dropped: the only fields kept verbatim are the
+//! chat chunk's top-level envelope fields (id, model, created, ...), which the general path
+//! forwards as they are too.
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use std::fmt;
 
-/// A recognised chunk: the choice index, the decoded content, and the event's JSON text on
-/// either side of the content's string literal (quotes included in neither).
+/// Which event shape to recognise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// An OpenAI `chat.completion.chunk` with one choice whose delta is only `content`.
+    ChatContent,
+    /// An Anthropic `content_block_delta` whose delta is a `text_delta` or `thinking_delta`.
+    MessagesText,
+}
+
+/// A recognised event: the choice or content block index, the decoded text, and the event's
+/// JSON text on either side of the text's string literal (quotes included in neither).
 #[derive(Debug, PartialEq, Eq)]
-pub struct ContentChunk<'a> {
+pub struct TextDelta<'a> {
     pub index: u32,
-    pub content: String,
+    pub text: String,
     pub prefix: &'a str,
     pub suffix: &'a str,
 }
@@ -82,13 +96,36 @@ fn offset_in(outer: &str, inner: &str) -> usize {
     inner.as_ptr() as usize - outer.as_ptr() as usize
 }
 
-/// `data` (one SSE event's data) as the usual one-content chunk, or `None` if it is anything
-/// else (see the module docs).
-pub fn content_chunk(data: &str) -> Option<ContentChunk<'_>> {
+/// `data` (one SSE event's data) as the usual text event of `shape`, or `None` if it is
+/// anything else (see the module docs).
+pub fn text_delta(shape: Shape, data: &str) -> Option<TextDelta<'_>> {
     // An SSE data field spanning several lines cannot be re-emitted as one `data:` line.
     if data.contains(['\n', '\r']) {
         return None;
     }
+    let (index, literal) = match shape {
+        Shape::ChatContent => chat_content(data)?,
+        Shape::MessagesText => messages_text(data)?,
+    };
+    // Not a string (null, a number, ...): the general path decides what that means.
+    let text: String = serde_json::from_str(literal).ok()?;
+    if text.is_empty() {
+        return None;
+    }
+    // `literal` borrows from `data` (every parse borrowed from its input), so its position is
+    // a pointer difference.
+    let start = offset_in(data, literal);
+    let end = start + literal.len();
+    Some(TextDelta {
+        index,
+        text,
+        prefix: &data[..start],
+        suffix: &data[end..],
+    })
+}
+
+/// The choice index and the content's raw literal of the usual chat chunk.
+fn chat_content(data: &str) -> Option<(u32, &str)> {
     let top = Members::parse(data)?;
     if top.get("error").is_some() {
         return None;
@@ -106,25 +143,32 @@ pub fn content_chunk(data: &str) -> Option<ContentChunk<'_>> {
     }
     let index: u32 = serde_json::from_str(choice.get("index")?.get()).ok()?;
     let delta = Members::parse(choice.get("delta")?.get())?;
-    let literal = match delta.0.as_slice() {
-        [("content", v)] => v.get(),
-        _ => return None,
-    };
-    // Not a string (null, a number, ...): the general path decides what that means.
-    let content: String = serde_json::from_str(literal).ok()?;
-    if content.is_empty() {
+    match delta.0.as_slice() {
+        [("content", v)] => Some((index, v.get())),
+        _ => None,
+    }
+}
+
+/// The block index and the text's raw literal of an Anthropic text or thinking delta.
+fn messages_text(data: &str) -> Option<(u32, &str)> {
+    let top = Members::parse(data)?;
+    if !top.keys_within(&["type", "index", "delta"])
+        || top.get("type")?.get() != "\"content_block_delta\""
+    {
         return None;
     }
-    // `literal` borrows from `data` (every parse above borrowed from its input), so its
-    // position is a pointer difference.
-    let start = offset_in(data, literal);
-    let end = start + literal.len();
-    Some(ContentChunk {
-        index,
-        content,
-        prefix: &data[..start],
-        suffix: &data[end..],
-    })
+    let index: u32 = serde_json::from_str(top.get("index")?.get()).ok()?;
+    let delta = Members::parse(top.get("delta")?.get())?;
+    let (kind, field) = match delta.0.as_slice() {
+        [("type", t), (f, v)] | [(f, v), ("type", t)] => (t.get(), (*f, v.get())),
+        _ => return None,
+    };
+    match (kind, field) {
+        ("\"text_delta\"", ("text", v)) | ("\"thinking_delta\"", ("thinking", v)) => {
+            Some((index, v))
+        }
+        _ => None,
+    }
 }
 
 /// `text` as a JSON string literal (quotes, backslashes and control characters escaped;
@@ -139,13 +183,17 @@ pub fn push_json_string(out: &mut String, text: &str) {
 mod tests {
     use super::*;
 
+    fn chat(d: &str) -> Option<TextDelta<'_>> {
+        text_delta(Shape::ChatContent, d)
+    }
+
     const USUAL: &str = r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"Hel\"lo\u00e9"},"logprobs":null,"finish_reason":null}]}"#;
 
     #[test]
     fn the_usual_chunk_is_recognised_with_its_envelope() {
-        let c = content_chunk(USUAL).unwrap();
+        let c = chat(USUAL).unwrap();
         assert_eq!(c.index, 0);
-        assert_eq!(c.content, "Hel\"loé");
+        assert_eq!(c.text, "Hel\"loé");
         assert!(c.prefix.ends_with(r#""delta":{"content":"#));
         assert!(c.suffix.starts_with(r#"},"logprobs""#));
         let mut out = c.prefix.to_string();
@@ -159,8 +207,8 @@ mod tests {
     #[test]
     fn whitespace_and_missing_optional_keys_are_fine() {
         let d = r#" { "choices" : [ { "delta" : { "content" : "a" } , "index" : 2 } ] } "#;
-        let c = content_chunk(d).unwrap();
-        assert_eq!((c.index, c.content.as_str()), (2, "a"));
+        let c = chat(d).unwrap();
+        assert_eq!((c.index, c.text.as_str()), (2, "a"));
         assert_eq!(&d[c.prefix.len()..d.len() - c.suffix.len()], "\"a\"");
     }
 
@@ -193,7 +241,44 @@ mod tests {
             "{\"choices\":[{\"index\":0,\n\"delta\":{\"content\":\"a\"}}]}",
         ];
         for d in refused {
-            assert!(content_chunk(d).is_none(), "accepted: {d}");
+            assert!(chat(d).is_none(), "accepted: {d}");
+        }
+    }
+
+    #[test]
+    fn anthropic_text_and_thinking_deltas_are_recognised() {
+        let d = r#"{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"Hi \u00e9"}}"#;
+        let c = text_delta(Shape::MessagesText, d).unwrap();
+        assert_eq!((c.index, c.text.as_str()), (1, "Hi é"));
+        assert!(c.suffix == "}}" && c.prefix.ends_with(r#""text":"#));
+        let d = r#"{"index":0,"delta":{"thinking":"hmm","type":"thinking_delta"},"type":"content_block_delta"}"#;
+        let c = text_delta(Shape::MessagesText, d).unwrap();
+        assert_eq!((c.index, c.text.as_str()), (0, "hmm"));
+        // The chat shape does not accept it, nor the reverse.
+        assert!(chat(d).is_none());
+        assert!(text_delta(Shape::MessagesText, USUAL).is_none());
+    }
+
+    #[test]
+    fn other_anthropic_events_are_refused() {
+        let refused = [
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"x"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"citations_delta","citation":{}}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","thinking":"x"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a","extra":1}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":""}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a","text":"b"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"},"x":1}"#,
+            r#"{"type":"content_block_start","index":0,"delta":{"type":"text_delta","text":"a"}}"#,
+            r#"{"type":"content_block_delt\u0061","index":0,"delta":{"type":"text_delta","text":"a"}}"#,
+            r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"a"}}"#,
+        ];
+        for d in refused {
+            assert!(
+                text_delta(Shape::MessagesText, d).is_none(),
+                "accepted: {d}"
+            );
         }
     }
 

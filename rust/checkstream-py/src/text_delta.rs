@@ -1,0 +1,80 @@
+//! Python binding of the text-delta splice (`checkstream._core.TextDeltaSplicer`).
+
+use checkstream_core::text_delta::{push_json_string, text_delta, Shape};
+use checkstream_core::CoreError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::errors::to_py;
+
+/// Per-stream: `parse` recognises the usual text event of one shape and keeps its envelope;
+/// `emit` writes that envelope around new text as one SSE event.
+#[pyclass(module = "checkstream._core", name = "TextDeltaSplicer")]
+pub struct PyTextDeltaSplicer {
+    shape: Shape,
+    /// The SSE lines before `data: ` (an `event: ...` line for Anthropic).
+    head: String,
+    /// The last recognised event's JSON without its text literal, and where that was.
+    template: String,
+    cut: usize,
+    ready: bool,
+}
+
+#[pymethods]
+impl PyTextDeltaSplicer {
+    /// `shape`: "chat" (OpenAI chat chunks) or "messages" (Anthropic content block deltas).
+    #[new]
+    fn new(shape: &str) -> PyResult<Self> {
+        let (shape, head) = match shape {
+            "chat" => (Shape::ChatContent, ""),
+            "messages" => (Shape::MessagesText, "event: content_block_delta\n"),
+            other => {
+                return Err(to_py(CoreError::InvalidArgument(format!(
+                    "unknown shape {other:?}: expected \"chat\" or \"messages\""
+                ))))
+            }
+        };
+        Ok(Self {
+            shape,
+            head: head.to_string(),
+            template: String::new(),
+            cut: 0,
+            ready: false,
+        })
+    }
+
+    /// `(index, text)` if `data` is the usual text event (its envelope is kept for `emit`),
+    /// else None (and the previous envelope is forgotten).
+    fn parse(&mut self, data: &str) -> Option<(u32, String)> {
+        self.template.clear();
+        self.ready = false;
+        let d = text_delta(self.shape, data)?;
+        self.template.push_str(d.prefix);
+        self.cut = d.prefix.len();
+        self.template.push_str(d.suffix);
+        self.ready = true;
+        Some((d.index, d.text))
+    }
+
+    /// The last parsed event with `text` in place of its text, as SSE bytes.
+    fn emit<'py>(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyBytes>> {
+        if !self.ready {
+            return Err(to_py(CoreError::InvalidState(
+                "emit() needs an event that parse() recognised".into(),
+            )));
+        }
+        let mut out =
+            String::with_capacity(self.head.len() + self.template.len() + text.len() + 16);
+        out.push_str(&self.head);
+        out.push_str("data: ");
+        out.push_str(&self.template[..self.cut]);
+        push_json_string(&mut out, text);
+        out.push_str(&self.template[self.cut..]);
+        out.push_str("\n\n");
+        Ok(PyBytes::new(py, out.as_bytes()))
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyTextDeltaSplicer>()
+}
