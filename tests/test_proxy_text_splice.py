@@ -201,3 +201,14 @@ def test_anthropic_thinking_deltas_are_spliced_too() -> None:
     assert json.loads(ev.data)["delta"] == {"type": "thinking_delta", "thinking": "ok \u00e9"}
     with pytest.raises(ValueError, match="unknown shape"):
         TextDeltaSplicer("responses")  # type: ignore[arg-type]
+
+
+def test_null_extras_of_openai_compatible_servers_keep_the_splice() -> None:
+    # vLLM's "stop_reason": null, DeepSeek's "reasoning_content": null: no text, same meaning.
+    s = TextDeltaSplicer("chat")
+    data = ('{"id":"x","choices":[{"index":0,"delta":{"content":"hi","reasoning_content":null},'
+            '"logprobs":null,"finish_reason":null,"stop_reason":null}]}')
+    assert s.parse(data) == (0, "hi")
+    out = event_json(s.emit("ho"))
+    assert out["choices"][0]["delta"] == {"content": "ho", "reasoning_content": None}
+    assert s.parse(data.replace('"stop_reason":null', '"stop_reason":"x"')) is None

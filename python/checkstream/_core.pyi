@@ -175,8 +175,8 @@ class TokenMasker:
 @final
 class TextDeltaSplicer:
     """The usual streamed text event recognised, and re-emitted with other text in its own
-    envelope. Shapes: "chat" (an OpenAI chat chunk: one choice, a delta with only non-empty
-    ``content``, no finish reason, no logprobs) and "messages" (an Anthropic
+    envelope. Shapes: "chat" (an OpenAI chat chunk: one choice, a delta with non-empty
+    ``content`` and no other key but null ones, no finish reason, no logprobs) and "messages" (an Anthropic
     ``content_block_delta`` with a ``text_delta`` or ``thinking_delta``)."""
 
     def __new__(cls, shape: Literal["chat", "messages"]) -> Self: ...

@@ -12,13 +12,13 @@
 //! released text is spliced into the upstream's own bytes in place of the text's string
 //! literal.
 //!
-//! [`text_delta`] is deliberately strict: anything else (another key in the choice, the delta
-//! or the Anthropic event, a duplicate key anywhere on the path, an escaped key, a finish
-//! reason, logprobs, an error, a multi-line event, more than one choice, empty text) returns
-//! `None`, and the caller takes its general path. A splice can therefore never forward a field
-//! that the general path would have judged or dropped: the only fields kept verbatim are the
-//! chat chunk's top-level envelope fields (id, model, created, ...), which the general path
-//! forwards as they are too.
+//! [`text_delta`] is deliberately strict: anything else (another key in the Anthropic event,
+//! another key with a non-null value in the chat choice or delta, a duplicate key anywhere on
+//! the path, an escaped key, a finish reason, logprobs, an error, a multi-line event, more than
+//! one choice, empty text) returns `None`, and the caller takes its general path. A splice can
+//! therefore never forward text that the general path would have judged or dropped: the only
+//! fields kept verbatim are the chat chunk's top-level envelope fields (id, model, created,
+//! ...), which the general path forwards as they are too, and nulls.
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -59,6 +59,15 @@ impl<'a> Members<'a> {
 
     fn keys_within(&self, allowed: &[&str]) -> bool {
         self.0.iter().all(|(k, _)| allowed.contains(k))
+    }
+
+    /// Every key is one of `allowed` or has the value `null` (which carries no text: several
+    /// OpenAI-compatible servers send e.g. `"stop_reason": null` or `"reasoning_content": null`
+    /// on every chunk, and the general path forwards or drops such a null, never judges it).
+    fn keys_within_or_null(&self, allowed: &[&str]) -> bool {
+        self.0
+            .iter()
+            .all(|(k, v)| allowed.contains(k) || v.get() == "null")
     }
 }
 
@@ -135,7 +144,7 @@ fn chat_content(data: &str) -> Option<(u32, &str)> {
         return None;
     };
     let choice = Members::parse(choice.get())?;
-    if !choice.keys_within(&["index", "delta", "logprobs", "finish_reason"])
+    if !choice.keys_within_or_null(&["index", "delta", "logprobs", "finish_reason"])
         || !is_null_or_absent(choice.get("logprobs"))
         || !is_null_or_absent(choice.get("finish_reason"))
     {
@@ -143,10 +152,10 @@ fn chat_content(data: &str) -> Option<(u32, &str)> {
     }
     let index: u32 = serde_json::from_str(choice.get("index")?.get()).ok()?;
     let delta = Members::parse(choice.get("delta")?.get())?;
-    match delta.0.as_slice() {
-        [("content", v)] => Some((index, v.get())),
-        _ => None,
+    if !delta.keys_within_or_null(&["content"]) {
+        return None;
     }
+    Some((index, delta.get("content")?.get()))
 }
 
 /// The block index and the text's raw literal of an Anthropic text or thinking delta.
@@ -210,6 +219,18 @@ mod tests {
         let c = chat(d).unwrap();
         assert_eq!((c.index, c.text.as_str()), (2, "a"));
         assert_eq!(&d[c.prefix.len()..d.len() - c.suffix.len()], "\"a\"");
+    }
+
+    #[test]
+    fn extra_keys_with_null_values_are_fine() {
+        let d = r#"{"choices":[{"index":0,"delta":{"content":"a","reasoning_content":null},"stop_reason":null}]}"#;
+        let c = chat(d).unwrap();
+        assert_eq!((c.index, c.text.as_str()), (0, "a"));
+        // ... but not a null content, nor a non-null extra.
+        assert!(chat(r#"{"choices":[{"index":0,"delta":{"content":null,"x":null}}]}"#).is_none());
+        assert!(
+            chat(r#"{"choices":[{"index":0,"delta":{"content":"a"},"stop_reason":0}]}"#).is_none()
+        );
     }
 
     #[test]
