@@ -98,7 +98,7 @@ class Classifier(abc.ABC):
         more than the check's share of the model run.
         """
         if not isinstance(text, str):
-            raise TypeError(f"classifier {self.name!r}: ascore expects str, got {type(text)}")
+            raise TypeError(f"classifier {self.name!r} expects str to score, got {type(text)}")
         return self._batcher().submit(text, self.timeout_ms / 1000.0)
 
     def outcome(self, future: ScoreFuture, start: float) -> Outcome:

@@ -13,7 +13,9 @@ little as it can:
   ``str +=`` on an attribute copies the whole tail every token);
 * regex and PII scanners run every ``holdback`` deltas, not every delta: text leaves the buffer
   only ``holdback`` deltas after it arrived and never past what the scanners judged, so a scan
-  that late still comes before any release of what it judges, and costs no latency;
+  that late still comes before any release of what it judges, and costs no latency; the
+  pattern leaves' own (timed) scans are skipped when one search of their union finds nothing
+  in the new text (``PatternProbe``);
 * the buffer's external hold is recomputed only when a scanner or a classifier moved it;
 * a classifier check may be *launched* when due and *applied* ``classifier_lag`` deltas later
   (the proxy sets ``holdback - check_interval``): on the async path the model runs in the
@@ -21,7 +23,8 @@ little as it can:
   step that applies the verdict awaits it only if it is not in yet. Until it is applied, the
   text it judges stays held (the hold never passes the last applied check), so a late verdict
   can never leak. The verdict is applied at the same delta in ``feed`` and ``afeed``, so both
-  paths decide identically;
+  paths decide identically. A launched check is its windows' futures in the classifiers'
+  batchers (``Submitted``), polled on later deltas: no task and no timer of its own;
 * a classifier that only shadow-mode rules read ("recorded, not acted on") can change nothing
   that is released, so its text is never held for it: on the async path its verdicts are
   recorded whenever the model returns (all of them by the end of the stream), and a slow or
