@@ -334,3 +334,30 @@ def test_a_stop_drops_the_verdicts_still_out_unscored() -> None:
     assert sg.stopped and sg.stop_message == "halt"
     assert sg.checks == []  # the one verdict in flight at the stop is not recorded either
     assert batcher.runs == 1 and batcher.windows == 1  # the first window; the others dropped
+
+
+def test_checks_launched_by_afeed_are_judged_when_the_stream_goes_on_with_feed() -> None:
+    """A stream fed with ``afeed`` and then with ``feed`` (a caller that leaves its loop): the
+    checks ``afeed`` launched are judged from their futures when in, else run synchronously
+    (and their futures cancelled); either way it decides what ``feed`` alone decides."""
+    g = tox_guard(delay_s=0.02)
+    deltas = ["fine ", "words ", "and ", "more ", "you ", "idiot ", "text ", "here ", "now"]
+
+    def steps(fed: list[Any]) -> list[tuple[str, bool, int]]:
+        return [(s.text, s.stopped, len(s.checks)) for s in fed]
+
+    sync = g.stream(CTX, holdback=4, check_interval=2, window=8, classifier_lag=2)
+    expected = steps([sync.feed(d) for d in deltas] + [sync.finish()])
+
+    for wait_s in (0.0, 0.1):  # the verdicts still out, or all in, when the loop is left
+
+        async def start(sg: Any, wait_s: float = wait_s) -> list[Any]:
+            out = [await sg.afeed(d) for d in deltas[:4]]
+            await asyncio.sleep(wait_s)
+            return out
+
+        sg = g.stream(CTX, holdback=4, check_interval=2, window=8, classifier_lag=2)
+        first = asyncio.run(start(sg))
+        rest = [sg.feed(d) for d in deltas[4:]] + [sg.finish()]
+        assert steps(first + rest) == expected, wait_s
+        assert sg.stopped and "idiot" not in "".join(s.text for s in first + rest)
