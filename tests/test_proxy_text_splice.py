@@ -1,10 +1,10 @@
 """The usual text event re-emitted in its own envelope (``checkstream._core.TextDeltaSplicer``):
-OpenAI chat chunks and Anthropic content block deltas.
+OpenAI chat and legacy completion chunks, Anthropic content block deltas.
 
 The splice must mean exactly what the general path (decode, judge, encode) means: the same
 envelope, only the text replaced by the released text. Properties: the splice round-trips
-random chat envelopes and texts; any shape beyond the usual one is refused; and a chat or
-Anthropic stream through the guard gives the client the same events whether its text events
+random chat envelopes and texts; any shape beyond the usual one is refused; and a stream of
+each API through the guard gives the client the same events whether its text events
 take the splice or the general path.
 """
 
@@ -24,6 +24,7 @@ from checkstream.policy.loader import load_policy_text
 from checkstream.proxy.codecs.anthropic_messages import MessagesTranslator
 from checkstream.proxy.codecs.base import StreamTranslator
 from checkstream.proxy.codecs.openai_chat import ChatTranslator
+from checkstream.proxy.codecs.openai_completions import CompletionsTranslator
 from checkstream.proxy.config import GuardrailsConfig, MidstreamConfig
 from checkstream.proxy.guarding import GuardSession
 from checkstream.proxy.sse import SSEParser
@@ -92,6 +93,7 @@ def test_a_multi_line_event_and_duplicate_keys_are_refused() -> None:
     assert s.parse('{"choices":[{"index":0,"delta":{"content":"a","content":"b"}}]}') is None
 
 
+APIS = ["chat", "completions", "messages"]
 GUARD = Guard(load_policy_text(STOP_AND_REDACT.format(name="splice")))
 # A short holdback, so that most chunks release text of their own while the stream runs.
 SETTINGS = GuardrailsConfig(midstream=MidstreamConfig(holdback_size=2))
@@ -104,6 +106,17 @@ def _upstream_events(api: str, tokens: list[str], vendor_key: bool) -> list[byte
     event carries one more (unjudged) key, which sends it down the general path (which drops
     that key)."""
     out = []
+    if api == "completions":
+        env = {"id": "c", "object": "text_completion", "created": 2**65, "model": "m"}
+        for t in tokens:
+            choice: dict[str, Any] = {"text": t, "index": 0, "logprobs": None,
+                                      "finish_reason": None}
+            if vendor_key:
+                choice["x_vendor"] = {"note": t}
+            out.append(b"data: " + json.dumps({**env, "choices": [choice]}).encode() + b"\n\n")
+        end = {**env, "choices": [{"text": "", "index": 0, "logprobs": None,
+                                   "finish_reason": "stop"}]}
+        return [*out, b"data: " + json.dumps(end).encode() + b"\n\n", b"data: [DONE]\n\n"]
     if api == "chat":
         env = {"id": "c", "object": "chat.completion.chunk", "created": 2**65, "model": "m"}
         for t in tokens:
@@ -138,6 +151,7 @@ def _client_events(api: str, tokens: list[str], vendor_key: bool) -> list[Any]:
     async def run() -> bytes:
         session = GuardSession(GUARD, RequestContext("r", "default", api, "m", {}), SETTINGS)
         tr: StreamTranslator = ChatTranslator(session, 1) if api == "chat" \
+            else CompletionsTranslator(session, 1) if api == "completions" \
             else MessagesTranslator(session)
         parser = SSEParser()
         out: list[bytes] = []
@@ -154,6 +168,9 @@ def _client_events(api: str, tokens: list[str], vendor_key: bool) -> list[Any]:
 
 
 def _released(api: str, events: list[Any]) -> str:
+    if api == "completions":
+        return "".join(d["choices"][0]["text"] for _, d in events
+                       if isinstance(d, dict) and d.get("choices"))
     if api == "chat":
         return "".join(d["choices"][0]["delta"].get("content") or ""
                        for _, d in events if isinstance(d, dict) and d.get("choices"))
@@ -161,7 +178,7 @@ def _released(api: str, events: list[Any]) -> str:
                    if isinstance(d, dict) and d["type"] == "content_block_delta")
 
 
-@pytest.mark.parametrize("api", ["chat", "messages"])
+@pytest.mark.parametrize("api", APIS)
 @settings(max_examples=50, deadline=None)
 @given(words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=30), data=st.data())
 def test_a_guarded_stream_is_the_same_on_both_paths(api: str, words: list[str],
@@ -173,17 +190,18 @@ def test_a_guarded_stream_is_the_same_on_both_paths(api: str, words: list[str],
     assert spliced == _client_events(api, tokens, vendor_key=True)
     released = _released(api, spliced)
     assert "forbidden fruit" not in released and "eve.adams@example.com" not in released
-    if api == "chat":
+    if api != "messages":
         assert all(d["created"] == 2**65 for _, d in spliced if isinstance(d, dict))
 
 
-@pytest.mark.parametrize("api", ["chat", "messages"])
+@pytest.mark.parametrize("api", APIS)
 def test_text_leaves_in_events_of_its_own_on_both_paths(api: str) -> None:
     tokens = ["the", " caf\u00e9", " ok", " \"q\"", " ok", " a\\b", " the", " ok", " done."]
     spliced = _client_events(api, tokens, vendor_key=False)
     assert spliced == _client_events(api, tokens, vendor_key=True)
     texts = [e for e in spliced if isinstance(e[1], dict)
              and ("content" in (e[1].get("choices") or [{}])[0].get("delta", {})
+                  or (e[1].get("choices") or [{}])[0].get("text")
                   or e[1].get("type") == "content_block_delta")]
     assert len(texts) > 3 and _released(api, spliced) == "".join(tokens)
     if api == "messages":  # the event name line is kept

@@ -176,10 +176,11 @@ class TokenMasker:
 class TextDeltaSplicer:
     """The usual streamed text event recognised, and re-emitted with other text in its own
     envelope. Shapes: "chat" (an OpenAI chat chunk: one choice, a delta with non-empty
-    ``content`` and no other key but null ones, no finish reason, no logprobs) and "messages" (an Anthropic
-    ``content_block_delta`` with a ``text_delta`` or ``thinking_delta``)."""
+    ``content`` and no other key but null ones, no finish reason, no logprobs), "completions"
+    (a legacy completion chunk: the same with the choice's ``text``) and "messages" (an
+    Anthropic ``content_block_delta`` with a ``text_delta`` or ``thinking_delta``)."""
 
-    def __new__(cls, shape: Literal["chat", "messages"]) -> Self: ...
+    def __new__(cls, shape: Literal["chat", "completions", "messages"]) -> Self: ...
     def parse(self, data: str) -> tuple[int, str] | None:
         """``(index, text)`` for the usual event (its envelope is kept), else None."""
     def emit(self, text: str) -> bytes:

@@ -2,7 +2,8 @@
 //!
 //! Almost every event of a streamed answer carries one piece of answer text:
 //! - OpenAI chat: `{..., "choices": [{"index": 0, "delta": {"content": "Hel"}, "logprobs": null,
-//!   "finish_reason": null}]}` ([`Shape::ChatContent`]);
+//!   "finish_reason": null}]}` ([`Shape::ChatContent`]), and legacy completions, whose choice
+//!   holds `"text": "Hel"` instead of the delta ([`Shape::CompletionText`]);
 //! - Anthropic messages: `{"type": "content_block_delta", "index": 0, "delta": {"type":
 //!   "text_delta", "text": "Hel"}}`, or a `thinking_delta` with `thinking` ([`Shape::MessagesText`]).
 //!
@@ -29,6 +30,8 @@ use std::fmt;
 pub enum Shape {
     /// An OpenAI `chat.completion.chunk` with one choice whose delta is only `content`.
     ChatContent,
+    /// An OpenAI legacy `text_completion` chunk with one choice carrying only `text`.
+    CompletionText,
     /// An Anthropic `content_block_delta` whose delta is a `text_delta` or `thinking_delta`.
     MessagesText,
 }
@@ -114,6 +117,7 @@ pub fn text_delta(shape: Shape, data: &str) -> Option<TextDelta<'_>> {
     }
     let (index, literal) = match shape {
         Shape::ChatContent => chat_content(data)?,
+        Shape::CompletionText => completion_text(data)?,
         Shape::MessagesText => messages_text(data)?,
     };
     // Not a string (null, a number, ...): the general path decides what that means.
@@ -133,8 +137,9 @@ pub fn text_delta(shape: Shape, data: &str) -> Option<TextDelta<'_>> {
     })
 }
 
-/// The choice index and the content's raw literal of the usual chat chunk.
-fn chat_content(data: &str) -> Option<(u32, &str)> {
+/// The one choice of a chat or completion chunk with no error, no finish reason and no
+/// logprobs, whose keys are `fields` (or null), and its index.
+fn only_choice<'a>(data: &'a str, fields: &[&str]) -> Option<(u32, Members<'a>)> {
     let top = Members::parse(data)?;
     if top.get("error").is_some() {
         return None;
@@ -144,13 +149,25 @@ fn chat_content(data: &str) -> Option<(u32, &str)> {
         return None;
     };
     let choice = Members::parse(choice.get())?;
-    if !choice.keys_within_or_null(&["index", "delta", "logprobs", "finish_reason"])
+    if !choice.keys_within_or_null(fields)
         || !is_null_or_absent(choice.get("logprobs"))
         || !is_null_or_absent(choice.get("finish_reason"))
     {
         return None;
     }
     let index: u32 = serde_json::from_str(choice.get("index")?.get()).ok()?;
+    Some((index, choice))
+}
+
+/// The choice index and the text's raw literal of the usual legacy completion chunk.
+fn completion_text(data: &str) -> Option<(u32, &str)> {
+    let (index, choice) = only_choice(data, &["index", "text", "logprobs", "finish_reason"])?;
+    Some((index, choice.get("text")?.get()))
+}
+
+/// The choice index and the content's raw literal of the usual chat chunk.
+fn chat_content(data: &str) -> Option<(u32, &str)> {
+    let (index, choice) = only_choice(data, &["index", "delta", "logprobs", "finish_reason"])?;
     let delta = Members::parse(choice.get("delta")?.get())?;
     if !delta.keys_within_or_null(&["content"]) {
         return None;
@@ -264,6 +281,25 @@ mod tests {
         for d in refused {
             assert!(chat(d).is_none(), "accepted: {d}");
         }
+    }
+
+    #[test]
+    fn legacy_completion_chunks_are_recognised() {
+        let d = r#"{"id":"c","object":"text_completion","choices":[{"text":" hi","index":0,"logprobs":null,"finish_reason":null,"stop_reason":null}],"model":"m"}"#;
+        let c = text_delta(Shape::CompletionText, d).unwrap();
+        assert_eq!((c.index, c.text.as_str()), (0, " hi"));
+        for refused in [
+            r#"{"choices":[{"text":" hi","index":0,"finish_reason":"length"}]}"#,
+            r#"{"choices":[{"text":" hi","index":0,"logprobs":{"tokens":[]}}]}"#,
+            r#"{"choices":[{"text":"","index":0}]}"#,
+            r#"{"choices":[{"text":" hi","index":0,"delta":{}}]}"#,
+        ] {
+            assert!(
+                text_delta(Shape::CompletionText, refused).is_none(),
+                "{refused}"
+            );
+        }
+        assert!(chat(d).is_none());
     }
 
     #[test]

@@ -22,15 +22,17 @@ pub struct PyTextDeltaSplicer {
 
 #[pymethods]
 impl PyTextDeltaSplicer {
-    /// `shape`: "chat" (OpenAI chat chunks) or "messages" (Anthropic content block deltas).
+    /// `shape`: "chat" (OpenAI chat chunks), "completions" (legacy completion chunks) or
+    /// "messages" (Anthropic content block deltas).
     #[new]
     fn new(shape: &str) -> PyResult<Self> {
         let (shape, head) = match shape {
             "chat" => (Shape::ChatContent, ""),
+            "completions" => (Shape::CompletionText, ""),
             "messages" => (Shape::MessagesText, "event: content_block_delta\n"),
             other => {
                 return Err(to_py(CoreError::InvalidArgument(format!(
-                    "unknown shape {other:?}: expected \"chat\" or \"messages\""
+                    "unknown shape {other:?}: expected \"chat\", \"completions\" or \"messages\""
                 ))))
             }
         };

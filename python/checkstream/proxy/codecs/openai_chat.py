@@ -25,7 +25,7 @@ from checkstream.proxy.codecs.base import (
 )
 from checkstream.proxy.codecs.openai_choices import ChoicesTranslator
 from checkstream.proxy.guarding import Channel, GuardSession
-from checkstream.proxy.sse import SSEEvent, encode_event
+from checkstream.proxy.sse import encode_event
 
 _TEXT_PARTS = ("text",)
 _EXTRA_TEXT = ("refusal", "reasoning_content", "reasoning")
@@ -51,30 +51,15 @@ class ChatTranslator(ChoicesTranslator):
     chunk_name = "chat.completion.chunk"
 
     def __init__(self, session: GuardSession, n: int, logprobs: bool = False) -> None:
-        super().__init__(session, n)
+        super().__init__(session, n, None if logprobs else TextDeltaSplicer("chat"))
         self.choices: dict[int, _Choice] = {}
         self.logprobs = logprobs
-        # The usual chunk (one piece of answer text) is recognised and re-emitted in Rust, in
-        # the upstream's own envelope; with logprobs every chunk takes the general path.
-        self._splicer = None if logprobs else TextDeltaSplicer("chat")
 
-    async def on_event(self, ev: SSEEvent) -> list[bytes]:
-        splicer = self._splicer
-        if splicer is not None and not self.done:
-            usual = splicer.parse(ev.data)
-            if usual is not None:
-                return await self._on_content(splicer, ev.data, *usual)
-        return await super().on_event(ev)
-
-    async def _on_content(self, splicer: TextDeltaSplicer, data: str, index: int,
-                          content: str) -> list[bytes]:
-        """The usual chunk: the general path's result for it, without decoding the event."""
-        self.started = True
-        self.keep_envelope_of(data)
+    async def on_text(self, splicer: TextDeltaSplicer, index: int, text: str) -> list[bytes]:
         st = self._choice(index)
         if st.finished:
             return []
-        released = await st.text.feed(content)
+        released = await st.text.feed(text)
         if st.text.stopped:
             return await self._after_choices(self._stop(st, {"content": released}
                                                         if released else {}, {}))

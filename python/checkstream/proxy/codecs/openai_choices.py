@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
+from checkstream._core import TextDeltaSplicer
 from checkstream.proxy.codecs.base import (
     Json,
     StreamTranslator,
@@ -42,12 +43,15 @@ class ChoicesTranslator(StreamTranslator):
     chunk_name: ClassVar[str]
     """What the API calls one chunk, for protocol errors."""
 
-    def __init__(self, session: GuardSession, n: int) -> None:
+    def __init__(self, session: GuardSession, n: int, splicer: TextDeltaSplicer | None) -> None:
         self.session = session
         self.n = max(1, n)
+        # The usual chunk (one choice, one piece of text) is recognised and re-emitted in Rust,
+        # in the upstream's own envelope; None: every chunk takes the general path (logprobs).
+        self.splicer = splicer
         # The last chunk's fields but ``choices`` (id, model, ...), for the chunks we emit;
-        # after a chunk that was re-emitted in its own envelope (``ChatChunkSplicer``), only
-        # its JSON text, decoded if another chunk needs the envelope.
+        # after a chunk that was re-emitted in its own envelope, only its JSON text, decoded
+        # if another chunk needs the envelope.
         self._envelope: Json = {}
         self._envelope_data: str | None = None
 
@@ -59,13 +63,16 @@ class ChoicesTranslator(StreamTranslator):
             self._envelope_data = None
         return self._envelope
 
-    def keep_envelope_of(self, data: str) -> None:
-        """``data`` (a chunk's JSON object) is the latest chunk; decode its envelope if needed."""
-        self._envelope_data = data
-
     async def on_event(self, ev: SSEEvent) -> list[bytes]:
         if self.done:
             return []
+        splicer = self.splicer
+        if splicer is not None:
+            usual = splicer.parse(ev.data)
+            if usual is not None:
+                self.started = True
+                self._envelope_data = ev.data
+                return await self.on_text(splicer, *usual)
         if ev.data.strip() == "[DONE]":
             self.saw_terminator = True
             return await self._end()
@@ -83,6 +90,12 @@ class ChoicesTranslator(StreamTranslator):
         return await self.on_choices(choices)
 
     async def on_choices(self, choices: list[Any]) -> list[bytes]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    async def on_text(self, splicer: TextDeltaSplicer, index: int,
+                      text: str) -> list[bytes]:  # pragma: no cover - abstract
+        """The usual chunk (``splicer`` holds it): what ``on_choices`` gives for it, with the
+        released text written by ``splicer.emit``."""
         raise NotImplementedError
 
     async def finish_open(self) -> list[bytes]:  # pragma: no cover - abstract

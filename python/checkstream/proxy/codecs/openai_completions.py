@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from checkstream._core import TextDeltaSplicer
 from checkstream.engine import ChatMessage
 from checkstream.proxy.codecs import logprobs as lp
 from checkstream.proxy.codecs.base import (
@@ -28,7 +29,7 @@ class CompletionsTranslator(ChoicesTranslator):
     chunk_name = "text_completion chunk"
 
     def __init__(self, session: GuardSession, n: int, logprobs: bool = False) -> None:
-        super().__init__(session, n)
+        super().__init__(session, n, None if logprobs else TextDeltaSplicer("completions"))
         self.channels: dict[int, Channel] = {}
         self.tracks: dict[int, lp.LogprobTrack] = {}
         self.logprobs = logprobs
@@ -50,6 +51,20 @@ class CompletionsTranslator(ChoicesTranslator):
         if ch is None:
             ch = self.channels[index] = self.session.channel(("choice", index))
         return ch
+
+    async def on_text(self, splicer: TextDeltaSplicer, index: int, text: str) -> list[bytes]:
+        ch = self._ch(index)
+        if ch.finished:
+            return []
+        released = await ch.feed(text)
+        if ch.stopped:
+            return self._stop(index, ch, released) + await self._end_if_all_stopped()
+        return [splicer.emit(released)] if released else []
+
+    async def _end_if_all_stopped(self) -> list[bytes]:
+        if len(self.channels) >= self.n and all(ch.stopped for ch in self.channels.values()):
+            return await self._end()
+        return []
 
     async def on_choices(self, choices: list[Any]) -> list[bytes]:
         out: list[bytes] = []
@@ -74,9 +89,7 @@ class CompletionsTranslator(ChoicesTranslator):
                 out.append(self._chunk(c["index"], released, entries=entries))
             if c.get("finish_reason") is not None:
                 out += await self._finish(c["index"], ch, c["finish_reason"])
-        if len(self.channels) >= self.n and all(ch.stopped for ch in self.channels.values()):
-            out += await self._end()
-        return out
+        return out + await self._end_if_all_stopped()
 
     async def _finish(self, index: int, ch: Channel, finish: str) -> list[bytes]:
         entries: list[Json] = []
