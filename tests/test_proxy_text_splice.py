@@ -1,5 +1,6 @@
 """The usual text event re-emitted in its own envelope (``checkstream._core.TextDeltaSplicer``):
-OpenAI chat and legacy completion chunks, Anthropic content block deltas.
+OpenAI chat and legacy completion chunks, Anthropic content block deltas, and (rewritten by
+``OutputTextDeltaWriter`` with the proxy's sequence numbers) Responses output text deltas.
 
 The splice must mean exactly what the general path (decode, judge, encode) means: the same
 envelope, only the text replaced by the released text. Properties: the splice round-trips
@@ -25,8 +26,10 @@ from checkstream.proxy.codecs.anthropic_messages import MessagesTranslator
 from checkstream.proxy.codecs.base import StreamTranslator
 from checkstream.proxy.codecs.openai_chat import ChatTranslator
 from checkstream.proxy.codecs.openai_completions import CompletionsTranslator
+from checkstream.proxy.codecs.openai_responses import ResponsesTranslator
 from checkstream.proxy.config import GuardrailsConfig, MidstreamConfig
 from checkstream.proxy.guarding import GuardSession
+from checkstream.proxy.replay import Recording, responses_stream
 from checkstream.proxy.sse import SSEParser
 from proxy_helpers import STOP_AND_REDACT
 
@@ -93,7 +96,7 @@ def test_a_multi_line_event_and_duplicate_keys_are_refused() -> None:
     assert s.parse('{"choices":[{"index":0,"delta":{"content":"a","content":"b"}}]}') is None
 
 
-APIS = ["chat", "completions", "messages"]
+APIS = ["chat", "completions", "messages", "responses"]
 GUARD = Guard(load_policy_text(STOP_AND_REDACT.format(name="splice")))
 # A short holdback, so that most chunks release text of their own while the stream runs.
 SETTINGS = GuardrailsConfig(midstream=MidstreamConfig(holdback_size=2))
@@ -106,6 +109,17 @@ def _upstream_events(api: str, tokens: list[str], vendor_key: bool) -> list[byte
     event carries one more (unjudged) key, which sends it down the general path (which drops
     that key)."""
     out = []
+    if api == "responses":
+        for raw in responses_stream(Recording.from_text("m", tokens), {"model": "m"}, "r"):
+            (e,) = SSEParser().feed(raw)
+            obj = json.loads(e.data)
+            if obj["type"] == "response.output_text.delta":
+                # OpenAI pads deltas with random "obfuscation"; the proxy drops it either way.
+                obj["obfuscation"] = "q7Zp"
+                if vendor_key:
+                    obj["x_vendor"] = {"note": obj["delta"]}
+            out.append(f"event: {e.event}\ndata: {json.dumps(obj)}\n\n".encode())
+        return out
     if api == "completions":
         env = {"id": "c", "object": "text_completion", "created": 2**65, "model": "m"}
         for t in tokens:
@@ -152,6 +166,7 @@ def _client_events(api: str, tokens: list[str], vendor_key: bool) -> list[Any]:
         session = GuardSession(GUARD, RequestContext("r", "default", api, "m", {}), SETTINGS)
         tr: StreamTranslator = ChatTranslator(session, 1) if api == "chat" \
             else CompletionsTranslator(session, 1) if api == "completions" \
+            else ResponsesTranslator(session) if api == "responses" \
             else MessagesTranslator(session)
         parser = SSEParser()
         out: list[bytes] = []
@@ -168,6 +183,9 @@ def _client_events(api: str, tokens: list[str], vendor_key: bool) -> list[Any]:
 
 
 def _released(api: str, events: list[Any]) -> str:
+    if api == "responses":
+        return "".join(d["delta"] for _, d in events
+                       if isinstance(d, dict) and d["type"] == "response.output_text.delta")
     if api == "completions":
         return "".join(d["choices"][0]["text"] for _, d in events
                        if isinstance(d, dict) and d.get("choices"))
@@ -190,7 +208,7 @@ def test_a_guarded_stream_is_the_same_on_both_paths(api: str, words: list[str],
     assert spliced == _client_events(api, tokens, vendor_key=True)
     released = _released(api, spliced)
     assert "forbidden fruit" not in released and "eve.adams@example.com" not in released
-    if api != "messages":
+    if api in ("chat", "completions"):
         assert all(d["created"] == 2**65 for _, d in spliced if isinstance(d, dict))
 
 
@@ -202,10 +220,14 @@ def test_text_leaves_in_events_of_its_own_on_both_paths(api: str) -> None:
     texts = [e for e in spliced if isinstance(e[1], dict)
              and ("content" in (e[1].get("choices") or [{}])[0].get("delta", {})
                   or (e[1].get("choices") or [{}])[0].get("text")
-                  or e[1].get("type") == "content_block_delta")]
+                  or e[1].get("type") in ("content_block_delta", "response.output_text.delta"))]
     assert len(texts) > 3 and _released(api, spliced) == "".join(tokens)
-    if api == "messages":  # the event name line is kept
-        assert all(name == "content_block_delta" for name, _ in texts)
+    if api in ("messages", "responses"):  # the event name line is written
+        assert all(name == d["type"] for name, d in texts)
+    if api == "responses":  # numbered in order, with no obfuscation padding left
+        seqs = [d["sequence_number"] for _, d in spliced if isinstance(d, dict)]
+        assert seqs == list(range(len(seqs)))
+        assert not any("obfuscation" in d for _, d in texts)
 
 
 def test_anthropic_thinking_deltas_are_spliced_too() -> None:

@@ -14,6 +14,7 @@ __all__ = [
     "InputError",
     "MatchStream",
     "Normalizer",
+    "OutputTextDeltaWriter",
     "PatternError",
     "PhraseMatcher",
     "StateError",
@@ -185,3 +186,15 @@ class TextDeltaSplicer:
         """``(index, text)`` for the usual event (its envelope is kept), else None."""
     def emit(self, text: str) -> bytes:
         """The last parsed event with ``text`` as its text, as SSE bytes; StateError without one."""
+
+@final
+class OutputTextDeltaWriter:
+    """The usual Responses ``response.output_text.delta`` (plain addresses, non-empty delta, no
+    logprobs, nothing else but ``sequence_number`` and ``obfuscation``) recognised, and written
+    again for other text with the proxy's own sequence number."""
+
+    def __new__(cls) -> Self: ...
+    def parse(self, data: str) -> tuple[str, int, int, str] | None:
+        """``(item_id, output_index, content_index, text)`` for the usual delta, else None."""
+    def emit(self, text: str, sequence_number: int) -> bytes:
+        """The last parsed delta's event with ``text``; StateError without one."""

@@ -5,7 +5,9 @@
 //!   "finish_reason": null}]}` ([`Shape::ChatContent`]), and legacy completions, whose choice
 //!   holds `"text": "Hel"` instead of the delta ([`Shape::CompletionText`]);
 //! - Anthropic messages: `{"type": "content_block_delta", "index": 0, "delta": {"type":
-//!   "text_delta", "text": "Hel"}}`, or a `thinking_delta` with `thinking` ([`Shape::MessagesText`]).
+//!   "text_delta", "text": "Hel"}}`, or a `thinking_delta` with `thinking` ([`Shape::MessagesText`]);
+//! - OpenAI Responses: `response.output_text.delta`, which is rewritten rather than spliced
+//!   ([`output_text_delta`]: the proxy renumbers every event it sends).
 //!
 //! The proxy must judge that text and send on what it may release, in the same envelope.
 //! Decoding the event into Python objects and encoding a new one costs more than the rest of
@@ -197,6 +199,82 @@ fn messages_text(data: &str) -> Option<(u32, &str)> {
     }
 }
 
+/// An OpenAI Responses `response.output_text.delta` event: where its text goes, and the text.
+#[derive(Debug, PartialEq, Eq)]
+pub struct OutputTextDelta {
+    pub item_id: String,
+    pub output_index: u32,
+    pub content_index: u32,
+    pub text: String,
+}
+
+const OUTPUT_TEXT_DELTA: &str = "response.output_text.delta";
+
+/// `data` as the usual Responses text delta: `type` `response.output_text.delta`, a plain
+/// `item_id`, the two indexes, non-empty `delta`, no logprobs (absent or `[]`) and nothing else
+/// but `sequence_number` and `obfuscation` (which the proxy renumbers and drops on every event
+/// it writes). `None` for anything else.
+///
+/// Unlike the other shapes this one is rewritten, not spliced: the proxy numbers its own events,
+/// so [`push_output_text_delta`] writes the event the general path would write.
+pub fn output_text_delta(data: &str) -> Option<OutputTextDelta> {
+    let top = Members::parse(data)?;
+    let allowed = [
+        "type",
+        "item_id",
+        "output_index",
+        "content_index",
+        "delta",
+        "logprobs",
+        "sequence_number",
+        "obfuscation",
+    ];
+    if !top.keys_within(&allowed) || top.get("type")?.get() != "\"response.output_text.delta\"" {
+        return None;
+    }
+    if top.get("logprobs").is_some_and(|v| v.get() != "[]") {
+        return None;
+    }
+    let text: String = serde_json::from_str(top.get("delta")?.get()).ok()?;
+    if text.is_empty() {
+        return None;
+    }
+    Some(OutputTextDelta {
+        item_id: serde_json::from_str(top.get("item_id")?.get()).ok()?,
+        output_index: serde_json::from_str(top.get("output_index")?.get()).ok()?,
+        content_index: serde_json::from_str(top.get("content_index")?.get()).ok()?,
+        text,
+    })
+}
+
+/// The SSE event (`event:` and `data:` lines) of a Responses text delta carrying `text`, with
+/// `d`'s addresses and `sequence_number`, appended to `out`.
+pub fn push_output_text_delta(
+    out: &mut String,
+    d: &OutputTextDelta,
+    text: &str,
+    sequence_number: u64,
+) {
+    use std::fmt::Write;
+    out.push_str("event: ");
+    out.push_str(OUTPUT_TEXT_DELTA);
+    out.push_str("\ndata: {\"type\":\"");
+    out.push_str(OUTPUT_TEXT_DELTA);
+    out.push_str("\",\"item_id\":");
+    push_json_string(out, &d.item_id);
+    // Writing to a String cannot fail.
+    let _ = write!(
+        out,
+        ",\"output_index\":{},\"content_index\":{},\"delta\":",
+        d.output_index, d.content_index
+    );
+    push_json_string(out, text);
+    let _ = write!(
+        out,
+        ",\"logprobs\":[],\"sequence_number\":{sequence_number}}}\n\n"
+    );
+}
+
 /// `text` as a JSON string literal (quotes, backslashes and control characters escaped;
 /// everything else as UTF-8), appended to `out`.
 pub fn push_json_string(out: &mut String, text: &str) {
@@ -336,6 +414,43 @@ mod tests {
                 text_delta(Shape::MessagesText, d).is_none(),
                 "accepted: {d}"
             );
+        }
+    }
+
+    #[test]
+    fn responses_text_deltas_are_recognised_and_rewritten() {
+        let d = r#"{"type":"response.output_text.delta","item_id":"msg_1","output_index":0,"content_index":1,"delta":"Hi","logprobs":[],"sequence_number":7,"obfuscation":"xyz"}"#;
+        let got = output_text_delta(d).unwrap();
+        assert_eq!(
+            got,
+            OutputTextDelta {
+                item_id: "msg_1".into(),
+                output_index: 0,
+                content_index: 1,
+                text: "Hi".into()
+            }
+        );
+        let mut out = String::new();
+        push_output_text_delta(&mut out, &got, "Yo \"", 3);
+        let (head, json) = out.split_once("\ndata: ").unwrap();
+        assert_eq!(head, "event: response.output_text.delta");
+        let v: serde_json::Value = serde_json::from_str(json.trim_end()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type": "response.output_text.delta", "item_id": "msg_1",
+                "output_index": 0, "content_index": 1, "delta": "Yo \"", "logprobs": [],
+                "sequence_number": 3})
+        );
+        for refused in [
+            r#"{"type":"response.output_text.delta","item_id":"m","output_index":0,"content_index":0,"delta":"a","logprobs":[{"token":"a"}]}"#,
+            r#"{"type":"response.output_text.delta","item_id":"m","output_index":0,"content_index":0,"delta":""}"#,
+            r#"{"type":"response.output_text.delta","item_id":"m","output_index":0,"content_index":0,"delta":"a","x":1}"#,
+            r#"{"type":"response.refusal.delta","item_id":"m","output_index":0,"content_index":0,"delta":"a"}"#,
+            r#"{"type":"response.output_text.delta","item_id":"m","output_index":0,"delta":"a"}"#,
+            r#"{"type":"response.output_text.delta","item_id":7,"output_index":0,"content_index":0,"delta":"a"}"#,
+            r#"{"type":"response.output_text.delta","item_id":"m","output_index":0,"content_index":0,"delta":"a","delta":"b"}"#,
+        ] {
+            assert!(output_text_delta(refused).is_none(), "{refused}");
         }
     }
 

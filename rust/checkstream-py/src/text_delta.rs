@@ -1,6 +1,9 @@
-//! Python binding of the text-delta splice (`checkstream._core.TextDeltaSplicer`).
+//! Python bindings of the text-delta splice (`checkstream._core.TextDeltaSplicer`) and of the
+//! Responses text-delta writer (`checkstream._core.OutputTextDeltaWriter`).
 
-use checkstream_core::text_delta::{push_json_string, text_delta, Shape};
+use checkstream_core::text_delta::{
+    output_text_delta, push_json_string, push_output_text_delta, text_delta, OutputTextDelta, Shape,
+};
 use checkstream_core::CoreError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -77,6 +80,53 @@ impl PyTextDeltaSplicer {
     }
 }
 
+/// Per-stream, for the Responses API: `parse` recognises the usual `response.output_text.delta`
+/// and keeps where it goes; `emit` writes the event for new text with the proxy's own
+/// sequence number.
+#[pyclass(module = "checkstream._core", name = "OutputTextDeltaWriter")]
+#[derive(Default)]
+pub struct PyOutputTextDeltaWriter {
+    last: Option<OutputTextDelta>,
+}
+
+#[pymethods]
+impl PyOutputTextDeltaWriter {
+    #[new]
+    fn new() -> Self {
+        Self::default()
+    }
+
+    /// `(item_id, output_index, content_index, text)` for the usual text delta, else None.
+    fn parse(&mut self, data: &str) -> Option<(String, u32, u32, String)> {
+        self.last = output_text_delta(data);
+        let d = self.last.as_ref()?;
+        Some((
+            d.item_id.clone(),
+            d.output_index,
+            d.content_index,
+            d.text.clone(),
+        ))
+    }
+
+    /// The last parsed delta's event with `text` and `sequence_number`, as SSE bytes.
+    fn emit<'py>(
+        &self,
+        py: Python<'py>,
+        text: &str,
+        sequence_number: u64,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let Some(d) = &self.last else {
+            return Err(to_py(CoreError::InvalidState(
+                "emit() needs an event that parse() recognised".into(),
+            )));
+        };
+        let mut out = String::with_capacity(160 + d.item_id.len() + text.len());
+        push_output_text_delta(&mut out, d, text, sequence_number);
+        Ok(PyBytes::new(py, out.as_bytes()))
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<PyTextDeltaSplicer>()
+    m.add_class::<PyTextDeltaSplicer>()?;
+    m.add_class::<PyOutputTextDeltaWriter>()
 }

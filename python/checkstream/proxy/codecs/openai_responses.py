@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from checkstream._core import OutputTextDeltaWriter
 from checkstream.engine import ChatMessage
 from checkstream.proxy.codecs import logprobs as lp
 from checkstream.proxy.codecs.base import (
@@ -85,6 +86,9 @@ class ResponsesTranslator(StreamTranslator):
         self.open_item: int | None = None
         self.logprobs = logprobs
         self.tracks: dict[ChannelKey, lp.LogprobTrack] = {}
+        # The usual output_text delta is recognised and written in Rust (with logprobs, every
+        # event takes the general path).
+        self._writer = None if logprobs else OutputTextDeltaWriter()
 
     def _track(self, ch: Channel) -> lp.LogprobTrack:
         t = self.tracks.get(ch.key)
@@ -110,6 +114,12 @@ class ResponsesTranslator(StreamTranslator):
     async def on_event(self, ev: SSEEvent) -> list[bytes]:
         if self.done:
             return []
+        writer = self._writer
+        if writer is not None:
+            usual = writer.parse(ev.data)
+            if usual is not None:
+                self.started = True
+                return await self._output_text(writer, *usual)
         data = as_json_object(ev)
         kind = data.get("type")
         if not isinstance(kind, str):
@@ -229,6 +239,22 @@ class ResponsesTranslator(StreamTranslator):
             if isinstance(s, dict) and "text" in s:
                 item["summary"][si] = {**s, "text": ch.released if ch else ""}
         return item
+
+    async def _output_text(self, writer: OutputTextDeltaWriter, item_id: str, output_index: int,
+                           content_index: int, text: str) -> list[bytes]:
+        """The usual text delta: what the general path gives for it, without decoding the
+        event or encoding a new one."""
+        ch = self.session.channel(("text", item_id, content_index))
+        if ch.finished:
+            return []
+        released = await ch.feed(text)
+        if ch.stopped:
+            return await self._stop({"item_id": item_id, "output_index": output_index,
+                                     "content_index": content_index}, ch, released, [])
+        if not released:
+            return []
+        self.seq += 1
+        return [writer.emit(released, self.seq - 1)]
 
     async def _stop(self, data: Json, ch: Channel, pending: str,
                     entries: list[Json] | None = None) -> list[bytes]:
