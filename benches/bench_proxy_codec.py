@@ -1,11 +1,13 @@
 """Per-event cost of the proxy's stream codecs: the text-delta splice vs the general path.
 
-One streamed answer (the harness's token mix, one upstream event per token) goes through the
-SSE parser and the API's translator, in process, with no policies (plumbing) and with the
-shipped default pack. Two event streams per API, identical but for one key:
+One streamed answer (the harness's token mix, one upstream event per token, in the replay's
+wire format of each API) goes through the SSE parser and the API's translator, in process, with
+no policies (plumbing) and with the shipped default pack. Two event streams per API, identical
+but for one key:
 
 * ``splice``: the usual text event, which ``checkstream._core.TextDeltaSplicer`` recognises and
-  re-emits in its own envelope with the released text;
+  re-emits in its own envelope with the released text (Responses: ``OutputTextDeltaWriter``
+  writes it again with the proxy's sequence number);
 * ``general``: every text event carries one more non-null key the codec does not know
   (``x_vendor``), which sends it down the general path (decode, judge, build, encode); that key
   is dropped on the way, so both streams give the client the same events. (It also makes each
@@ -23,7 +25,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import bench_proxy as bp
 from checkstream.engine import Guard, RequestContext
@@ -31,42 +32,53 @@ from checkstream.policy import load_policy_set
 from checkstream.proxy.codecs.anthropic_messages import MessagesTranslator
 from checkstream.proxy.codecs.base import StreamTranslator
 from checkstream.proxy.codecs.openai_chat import ChatTranslator
+from checkstream.proxy.codecs.openai_completions import CompletionsTranslator
+from checkstream.proxy.codecs.openai_responses import ResponsesTranslator
 from checkstream.proxy.config import GuardrailsConfig
 from checkstream.proxy.guarding import GuardSession
+from checkstream.proxy.replay import (
+    Recording,
+    chat_stream,
+    completions_stream,
+    messages_stream,
+    responses_stream,
+)
 from checkstream.proxy.sse import SSEParser
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+STREAMS = {"chat": chat_stream, "completions": completions_stream,
+           "messages": messages_stream, "responses": responses_stream}
+TEXT_EVENTS = ("chat.completion.chunk", "text_completion", "content_block_delta",
+               "response.output_text.delta")
+
+
 def events(api: str, tokens: list[str], general: bool) -> list[bytes]:
-    extra = {"x_vendor": {"n": 1}} if general else {}
-    if api == "chat":
-        env = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1730000000,
-               "model": "bench", "system_fingerprint": "fp_1"}
-        out = [b"data: " + json.dumps({**env, "choices": [
-            {"index": 0, "delta": {"content": t}, "logprobs": None, "finish_reason": None,
-             **extra}]}).encode() + b"\n\n" for t in tokens]
-        end = {**env, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-        return [*out, b"data: " + json.dumps(end).encode() + b"\n\n", b"data: [DONE]\n\n"]
-
-    def ev(kind: str, **payload: Any) -> bytes:
-        return f"event: {kind}\ndata: {json.dumps({'type': kind, **payload})}\n\n".encode()
-
-    return [ev("message_start", message={"id": "m", "type": "message", "role": "assistant",
-                                         "content": [], "model": "bench",
-                                         "usage": {"input_tokens": 1, "output_tokens": 0}}),
-            ev("content_block_start", index=0, content_block={"type": "text", "text": ""}),
-            *(ev("content_block_delta", index=0, delta={"type": "text_delta", "text": t},
-                 **extra) for t in tokens),
-            ev("content_block_stop", index=0),
-            ev("message_delta", delta={"stop_reason": "end_turn"}, usage={"output_tokens": 1}),
-            ev("message_stop")]
+    """The replay's wire events for ``tokens``; ``general``: each text event gets one more
+    key the codecs do not know (on the choice, or on the event for Anthropic and Responses)."""
+    out = STREAMS[api](Recording.from_text("bench", tokens), {"model": "bench"}, "bench-1")
+    if not general:
+        return out
+    marked = []
+    for raw in out:
+        (e,) = SSEParser().feed(raw)
+        obj = json.loads(e.data) if e.data.startswith("{") else None
+        if obj is not None and (obj.get("object") or obj.get("type")) in TEXT_EVENTS:
+            choices = obj.get("choices")
+            (choices[0] if choices else obj)["x_vendor"] = {"n": 1}
+            head = f"event: {e.event}\n" if e.event else ""
+            raw = f"{head}data: {json.dumps(obj)}\n\n".encode()
+        marked.append(raw)
+    return marked
 
 
 async def one_stream(api: str, guard: Guard | None, stream: list[bytes]) -> None:
     session = GuardSession(guard, RequestContext("r", "default", api, "bench", {}),
                            GuardrailsConfig())
     tr: StreamTranslator = ChatTranslator(session, 1) if api == "chat" \
+        else CompletionsTranslator(session, 1) if api == "completions" \
+        else ResponsesTranslator(session) if api == "responses" \
         else MessagesTranslator(session)
     parser = SSEParser()
     for raw in stream:
@@ -97,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
           f"streams x {args.tokens} text events; Python {sys.version.split()[0]}")
     print("| API | policies | splice µs | general µs | general / splice |")
     print("|---|---|---|---|---|")
-    for api in ("chat", "messages"):
+    for api in STREAMS:
         for name, guard in (("none (plumbing)", None), ("default pack", default)):
             spliced, general = [], []
             for _ in range(args.rounds):  # interleaved, so drift hits both alike
