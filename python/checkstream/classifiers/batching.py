@@ -62,7 +62,8 @@ class MicroBatcher:
         # Open deadlines: (loop time, submission number, future), earliest first; one timer.
         self._deadlines: list[tuple[float, int, ScoreFuture]] = []
         self._seq = itertools.count()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = 0.0  # when it fires (uvloop's handles have no when())
         self._scheduled = False
         self._running = False
         # Observability: totals since start, and the sizes of the most recent runs (bounded, so
@@ -92,10 +93,11 @@ class MicroBatcher:
             deadline = loop.time() + timeout_s
             heapq.heappush(self._deadlines, (deadline, next(self._seq), future))
             timer = self._timer
-            if timer is None or deadline < timer.when():
+            if timer is None or deadline < self._timer_at:
                 if timer is not None:
                     timer.cancel()
                 self._timer = loop.call_at(deadline, self._expire)
+                self._timer_at = deadline
         return future
 
     def _expire(self) -> None:
@@ -108,6 +110,7 @@ class MicroBatcher:
             if not future.done():
                 if deadline > now:
                     self._timer = self.loop.call_at(deadline, self._expire)
+                    self._timer_at = deadline
                     return
                 future.resolved_at = time.perf_counter()
                 future.set_exception(BatchTimeout())
