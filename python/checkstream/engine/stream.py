@@ -301,9 +301,7 @@ class StreamGuard:
         events: list[LeafEvent] = []
         judged = end
         patterns = self._patterns
-        if patterns and self._probe.clear(
-            text, min(p.scan_from for p in patterns) - origin, final
-        ):
+        if patterns and self._probe.clear(text, min(p.scan_from for p in patterns) - origin, final):
             for scanner in patterns:  # no leaf can match in the new text: nothing to scan
                 scanner.skip_to(end)
             patterns = []
