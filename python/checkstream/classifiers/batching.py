@@ -23,6 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 ScoreFn = Callable[[Sequence[str]], list[dict[str, float]]]
 
 
+# The least delay the shared timer is re-armed with after firing early (MicroBatcher._expire):
+# uvloop rounds a delay to whole milliseconds, this one to 1 ms, not to 0 (run at once).
+_REARM_S = 0.0006
+
+
 class BatchTimeout(TimeoutError):
     """A submission's timeout expired before the model's scores came in."""
 
@@ -109,8 +114,15 @@ class MicroBatcher:
             deadline, _, future = heap[0]
             if not future.done():
                 if deadline > now:
-                    self._timer = self.loop.call_at(deadline, self._expire)
-                    self._timer_at = deadline
+                    at = deadline
+                    if deadline <= self._timer_at:
+                        # The timer fired before the deadline it was armed for: uvloop rounds
+                        # a delay to whole milliseconds and runs one under half a millisecond
+                        # at once. Re-armed with at least _REARM_S, not in a busy loop (that
+                        # deadline then passes by up to a millisecond; none expires early).
+                        at = max(deadline, now + _REARM_S)
+                    self._timer = self.loop.call_at(at, self._expire)
+                    self._timer_at = at
                     return
                 future.resolved_at = time.perf_counter()
                 future.set_exception(BatchTimeout())
