@@ -361,3 +361,28 @@ def test_checks_launched_by_afeed_are_judged_when_the_stream_goes_on_with_feed()
         rest = [sg.feed(d) for d in deltas[4:]] + [sg.finish()]
         assert steps(first + rest) == expected, wait_s
         assert sg.stopped and "idiot" not in "".join(s.text for s in first + rest)
+
+
+def test_a_cancelled_afeed_drops_every_window_of_the_check_it_awaited() -> None:
+    """A client that goes away while its stream waits for a verdict: none of that check's
+    windows is scored after it (the model runs for nothing)."""
+    g = tox_guard(delay_s=0.1)
+    tox = g.registry.get("toxicity")  # type: ignore[union-attr]
+
+    async def run() -> int:
+        blocker = tox.submit("the worker is busy with this one")
+        sg = g.stream(CTX, holdback=2, check_interval=2, window=8, window_chars=256)
+
+        async def feed() -> None:
+            await sg.afeed("fine ")
+            await sg.afeed("word " * 120)  # due now: three windows, queued behind the blocker
+
+        task = asyncio.ensure_future(feed())
+        await asyncio.sleep(0.02)
+        assert not task.done()
+        task.cancel()
+        await asyncio.sleep(0.25)  # the blocker's run ends; a next run would be over by now
+        assert blocker.done() and task.cancelled()
+        return int(tox._batcher().windows)
+
+    assert asyncio.run(run()) == 1  # the blocker only

@@ -33,6 +33,7 @@ little as it can:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections import deque
@@ -380,8 +381,13 @@ class StreamGuard:
         """The check's verdicts, submitting its windows now if it was not launched yet."""
         if check.calls is None:
             check.calls = self._submit(check.windows, check.groups)
-        for calls in check.calls:
-            await calls.wait()
+        try:
+            for calls in check.calls:
+                await calls.wait()
+        except asyncio.CancelledError:  # the caller went away: no window of it needs scoring
+            for calls in check.calls:
+                calls.cancel()
+            raise
         return check.judge()
 
     def _due(self, final: bool, queue: deque[_Check] | None = None) -> list[_Check]:
