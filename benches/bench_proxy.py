@@ -1,7 +1,7 @@
 """Load harness for the proxy: N concurrent streams through four paths, side by side.
 
   direct          client -> replay upstream
-  relay           client -> bare Python relay (Quart + Hypercorn + httpx, bytes copied) -> replay
+  relay           client -> bare Python relay (Quart + Hypercorn + httpx2, bytes copied) -> replay
   proxy-plumbing  client -> checkstream proxy, guardrails disabled (parse, re-emit) -> replay
   proxy-default   client -> checkstream proxy with the shipped default policy pack -> replay
   litellm         client -> LiteLLM proxy (its own venv, --litellm-venv), no guardrails -> replay
@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2
 
 from _results import replace_section
 from _timing import index_percentile
@@ -127,8 +128,10 @@ def _relay_app(upstream: str) -> Any:
 
     app = Quart("relay")
     app.config["RESPONSE_TIMEOUT"] = None
-    client = httpx.AsyncClient(timeout=httpx.Timeout(60.0),
-                               limits=httpx.Limits(max_connections=1000))
+    # The proxy's own HTTP client library and pool limits: the same stack, minus the proxy.
+    client = httpx2.AsyncClient(timeout=httpx2.Timeout(60.0),
+                                limits=httpx2.Limits(max_connections=1000,
+                                                     max_keepalive_connections=200))
 
     @app.post("/v1/chat/completions")
     async def relay() -> Response:

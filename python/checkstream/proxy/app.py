@@ -24,7 +24,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-import httpx
+import httpx2
 from prometheus_client import CollectorRegistry
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -55,7 +55,7 @@ class ProxyState:
 
     def __init__(self, config: ProxyConfig, *, registry: Any | None = None,
                  decision_log: Any | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None,
+                 transport: httpx2.AsyncBaseTransport | None = None,
                  metrics: Metrics | None = None) -> None:
         self.config = config
         # One registry per app (tests and embedded apps never share state); the decision log
@@ -113,7 +113,7 @@ def _error(codec: Codec, status: int, message: str, kind: str,
 
 def create_app(config: ProxyConfig, *, registry: Any | None = None,
                decision_log: Any | None = None,
-               transport: httpx.AsyncBaseTransport | None = None) -> Quart:
+               transport: httpx2.AsyncBaseTransport | None = None) -> Quart:
     """The proxy as an ASGI app. ``decision_log`` defaults to ``telemetry.decision_log``."""
     metrics = Metrics(CollectorRegistry())
     if decision_log is None and config.telemetry.decision_log is not None:

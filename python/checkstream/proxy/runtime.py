@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 
 import checkstream
 from checkstream.engine import Guard
@@ -48,7 +48,7 @@ def policy_paths(cfg: PoliciesConfig) -> tuple[Path, ...]:
 
 class TenantRuntime:
     def __init__(self, tenant: Tenant, *, registry: Any | None, metrics: Metrics,
-                 transport: httpx.AsyncBaseTransport | None = None,
+                 transport: httpx2.AsyncBaseTransport | None = None,
                  control: ControlConfig | None = None,
                  evidence_log: Path | None = None) -> None:
         self.tenant = tenant

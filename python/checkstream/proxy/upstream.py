@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import httpx2
 
 from checkstream.proxy.config import BackendConfig
 
@@ -60,7 +60,7 @@ DRAIN_SECONDS = 1.0
 
 @dataclass
 class UpstreamResponse:
-    response: httpx.Response
+    response: httpx2.Response
     deadline: float
     idle_timeout: float
     attempts: int
@@ -71,7 +71,7 @@ class UpstreamResponse:
         return self.response.status_code
 
     @property
-    def headers(self) -> httpx.Headers:
+    def headers(self) -> httpx2.Headers:
         return self.response.headers
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -97,11 +97,11 @@ class UpstreamResponse:
             except TimeoutError:
                 raise UpstreamStreamError(
                     "upstream_timeout", "upstream exceeded the total timeout") from None
-            except httpx.ReadTimeout:
+            except httpx2.ReadTimeout:
                 raise UpstreamStreamError(
                     "upstream_idle_timeout",
                     f"upstream sent nothing for {self.idle_timeout:g} s") from None
-            except httpx.HTTPError as exc:
+            except httpx2.HTTPError as exc:
                 raise UpstreamStreamError(
                     "upstream_closed", f"upstream connection broke mid-stream: {exc!r}"
                 ) from None
@@ -124,7 +124,7 @@ class UpstreamResponse:
                     seen += len(chunk)
                     if seen > DRAIN_BYTES:
                         return
-        except (TimeoutError, httpx.HTTPError):
+        except (TimeoutError, httpx2.HTTPError):
             return
 
     async def read_json(self, limit: int = 64 * 1024 * 1024) -> Any:
@@ -155,16 +155,16 @@ class Upstream:
     """One backend (URL, credentials, timeouts, retry policy) over a shared httpx client."""
 
     def __init__(self, backend: BackendConfig, *,
-                 transport: httpx.AsyncBaseTransport | None = None,
+                 transport: httpx2.AsyncBaseTransport | None = None,
                  metrics: Any | None = None) -> None:
         self.backend = backend
         self.metrics = metrics
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(
+        self.client = httpx2.AsyncClient(
+            timeout=httpx2.Timeout(
                 connect=backend.connect_timeout, read=backend.idle_timeout,
                 write=backend.idle_timeout, pool=backend.connect_timeout,
             ),
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+            limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=200),
             transport=transport,
             follow_redirects=False,
         )
@@ -237,12 +237,12 @@ class Upstream:
             try:
                 async with asyncio.timeout(remaining):
                     resp = await self.client.send(request, stream=True)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
                 last = UpstreamError(502, "upstream_unreachable",
                                      f"cannot connect to the backend: {exc!r}")
-            except (httpx.TimeoutException, TimeoutError):
+            except (httpx2.TimeoutException, TimeoutError):
                 last = UpstreamError(504, "upstream_timeout", "the backend did not answer in time")
-            except httpx.HTTPError as exc:
+            except httpx2.HTTPError as exc:
                 last = UpstreamError(502, "upstream_error", f"backend request failed: {exc!r}")
             else:
                 wrapped = UpstreamResponse(resp, deadline, self.backend.idle_timeout, attempt)

@@ -16,7 +16,7 @@ sidecar-config.yaml                 proxy
 ``policies.path`` / ``hot_reload``  ``policies.path`` / ``hot_reload`` (unset: the shipped pack)
 ``--vllm-url``                      ``backend.url`` (provider ``openai``)
 ``--vllm-socket`` / ``vllm.socket``   ``backend.url`` ``http://localhost/v1`` over the unix
-                                    socket (an httpx ``uds`` transport; vLLM ``--uds PATH``)
+                                    socket (an httpx2 ``uds`` transport; vLLM ``--uds PATH``)
 ``classifiers.embedding_mode``      nothing: vLLM exposes no hidden states to a plugin, so
                                     classifiers score the detokenised text (a start-up warning)
 ==================================  ===========================================================
@@ -45,7 +45,7 @@ from checkstream.proxy.config import ProxyConfig, config_from_mapping
 from checkstream.sidecar.config import SidecarConfig, SidecarConfigError
 
 if TYPE_CHECKING:
-    import httpx
+    import httpx2
 
 DEFAULT_VLLM_URL = "http://127.0.0.1:8000/v1"
 # The URL requests carry over the socket: vLLM routes on the path; the host is only a header.
@@ -90,13 +90,13 @@ def check_socket(path: str, origin: str = "--vllm-socket") -> None:
         raise SidecarConfigError(f"{origin}: {path} is not a unix socket")
 
 
-def socket_transport(path: str) -> httpx.AsyncHTTPTransport:
+def socket_transport(path: str) -> httpx2.AsyncHTTPTransport:
     """The proxy's upstream transport over vLLM's unix socket, with the connection limits the
     proxy's own client uses (a transport passed in replaces the client's pool)."""
-    import httpx
+    import httpx2
 
-    return httpx.AsyncHTTPTransport(
-        uds=path, limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+    return httpx2.AsyncHTTPTransport(
+        uds=path, limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=200)
     )
 
 
