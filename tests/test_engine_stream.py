@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -191,13 +192,14 @@ LAG_GUARD = tox_guard()
 Steps = list[tuple[str, bool, int]]
 
 
-def run_lagged(chunks: list[str], holdback: int, interval: int, lag: int) -> tuple[Steps, Steps]:
+def run_lagged(chunks: list[str], holdback: int, interval: int, lag: int,
+               offset: int = 0) -> tuple[Steps, Steps]:
     """Per step (released text, stopped, checks applied) through feed and through afeed."""
 
     def sync() -> Steps:
         sg = LAG_GUARD.stream(
             CTX, holdback=holdback, check_interval=interval, window=interval + 8,
-            classifier_lag=lag,
+            classifier_lag=lag, check_offset=offset,
         )  # fmt: skip
         steps = [sg.feed(c) for c in chunks] + [sg.finish()]
         return [(s.text, s.stopped, len(s.checks)) for s in steps]
@@ -205,7 +207,7 @@ def run_lagged(chunks: list[str], holdback: int, interval: int, lag: int) -> tup
     async def asynchronous() -> Steps:
         sg = LAG_GUARD.stream(
             CTX, holdback=holdback, check_interval=interval, window=interval + 8,
-            classifier_lag=lag,
+            classifier_lag=lag, check_offset=offset,
         )  # fmt: skip
         steps = [await sg.afeed(c) for c in chunks] + [await sg.afinish()]
         return [(s.text, s.stopped, len(s.checks)) for s in steps]
@@ -228,15 +230,38 @@ def test_lagged_verdicts_never_leak_and_feed_equals_afeed(
     text = " ".join(words)
     cuts = data.draw(st.lists(st.integers(1, max(1, len(text) - 1)), max_size=40))
     chunks = split(text, cuts)
-    lagged, alagged = run_lagged(chunks, holdback, interval, lag)
+    offset = data.draw(st.integers(0, interval - 1))  # the first check that much earlier
+    lagged, alagged = run_lagged(chunks, holdback, interval, lag, offset)
     assert lagged == alagged  # the verdict lands on the same delta on both paths
     released = "".join(t for t, _, _ in lagged)
     assert "idiot" not in released and "jane.doe@example.com" not in released
     stopped = any(s for _, s, _ in lagged)
     assert stopped == ("idiot" in words)
-    if not stopped:  # a late verdict changes when text leaves, never what leaves
+    if not stopped:  # a late verdict (or an early first check) changes when text leaves,
+        # never what leaves
         now, _ = run_lagged(chunks, holdback, interval, 0)
         assert released == "".join(t for t, _, _ in now)
+
+
+def test_check_offsets_spread_lockstep_streams_over_the_interval() -> None:
+    """Eight streams fed the same deltas in lockstep: with offsets 0..7 one stream launches a
+    check on each delta; with none, all eight launch on every eighth delta."""
+
+    def launches(offsets: list[int]) -> list[int]:
+        streams = [LAG_GUARD.stream(CTX, holdback=16, check_interval=8, window=16,
+                                    check_offset=o) for o in offsets]
+        per_delta = []
+        for i in range(32):
+            before = sum(len(sg.checks) for sg in streams)
+            for sg in streams:
+                sg.feed(f"w{i} ")
+            per_delta.append(sum(len(sg.checks) for sg in streams) - before)
+        return per_delta
+
+    assert launches(list(range(8))) == [1] * 32  # offset k: first check on delta 8 - k
+    assert launches([0] * 8) == [8 if i % 8 == 7 else 0 for i in range(32)]
+    with pytest.raises(ValueError, match="check_offset"):
+        LAG_GUARD.stream(CTX, check_interval=8, check_offset=8)
 
 
 def test_a_slow_verdict_holds_its_text_until_it_lands() -> None:

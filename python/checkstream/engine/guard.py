@@ -189,13 +189,16 @@ class Guard:
         window: int = 64,
         window_chars: int = 1024,
         classifier_lag: int = 0,
+        check_offset: int = 0,
     ) -> StreamGuard:
         """One guard per output stream (choice / content block): ``holdback`` deltas are held;
         classifiers run every ``check_interval`` deltas on the last ``window`` deltas (at most
         ``window_chars`` characters a window), and their verdicts are applied
         ``classifier_lag`` deltas after the check started (``afeed`` runs the model meanwhile;
         up to ``holdback - check_interval`` this costs no release latency, and nothing a
-        verdict judges is released before it is applied)."""
+        verdict judges is released before it is applied). ``check_offset`` (below
+        ``check_interval``) brings the first check that many deltas earlier: streams that advance
+        in lockstep spread their checks over the interval instead of all checking on one delta."""
         return StreamGuard(
             self,
             ctx,
@@ -204,6 +207,7 @@ class Guard:
             window=window,
             window_chars=window_chars,
             classifier_lag=classifier_lag,
+            check_offset=check_offset,
         )
 
     def check_output(self, text: str, ctx: RequestContext) -> OutputResult:

@@ -17,7 +17,9 @@ little as it can:
   pattern leaves' own (timed) scans are skipped when one search of their union finds nothing
   in the new text (``PatternProbe``);
 * the buffer's external hold is recomputed only when a scanner or a classifier moved it;
-* a classifier check may be *launched* when due and *applied* ``classifier_lag`` deltas later
+* a classifier check may be *launched* when due (every ``check_interval`` deltas, the first one
+  ``check_offset`` deltas early, so that streams in lockstep spread their checks) and *applied*
+  ``classifier_lag`` deltas later
   (the proxy sets ``holdback - check_interval``): on the async path the model runs in the
   background, batched with the other streams' windows, while this stream keeps flowing, and the
   step that applies the verdict awaits it only if it is not in yet. Until it is applied, the
@@ -133,6 +135,7 @@ class StreamGuard:
         window: int = 64,
         window_chars: int = 1024,
         classifier_lag: int = 0,
+        check_offset: int = 0,
     ) -> None:
         if holdback < 0 or check_interval < 1 or window < check_interval:
             raise ValueError(
@@ -143,11 +146,14 @@ class StreamGuard:
             raise ValueError(f"window_chars must be at least {2 * WINDOW_CONTEXT}")
         if classifier_lag < 0:
             raise ValueError("classifier_lag must be >= 0")
+        if not 0 <= check_offset < check_interval:
+            raise ValueError("check_offset must be >= 0 and < check_interval")
         pset = guard.policy_set
         self.guard = guard
         self.ctx = ctx
         self.policy_version = pset.version
         self.check_interval = check_interval
+        self.check_offset = check_offset
         self.holdback = holdback
         self.window = window
         self.window_chars = window_chars
@@ -183,7 +189,11 @@ class StreamGuard:
         self._text_start = 0
         self._end = 0
         self._deltas: deque[int] = deque(maxlen=window)  # start offsets of the last deltas
-        self._since_check = 0
+        # The first check comes `check_interval - check_offset` deltas in, then one every
+        # `check_interval`: streams that advance in lockstep (a batch decoded together, or
+        # started at once) but have different offsets launch their checks on different deltas,
+        # instead of all on the same one.
+        self._since_check = check_offset
         self._since_scan = 0
         self._scan_every = max(1, holdback)
         self._launched_to = 0  # text inside a launched classifier window

@@ -12,6 +12,7 @@ parity guarantee, by construction. ``held_chars`` and ``redacted_spans`` tell
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,9 @@ ChannelKey = tuple[Any, ...]
 """(kind, ...) e.g. ("choice", 0), ("tool", 0, 1), ("block", 2), ("text", item_id, 0)."""
 
 DEFAULT_STOP_MESSAGE = "[This response was stopped by the content policy.]"
+
+_CHECK_OFFSETS = itertools.count()
+"""One per guarded channel, in the order they open (see ``GuardSession.channel``)."""
 
 
 @dataclass
@@ -172,6 +176,11 @@ class GuardSession:
                     holdback=mid.holdback_size,
                     check_interval=mid.check_interval,
                     classifier_lag=max(0, mid.holdback_size - mid.check_interval),
+                    # Streams whose tokens arrive together (a batch decoded in lockstep, or
+                    # requests sent at once) would otherwise all launch their classifier
+                    # windows on the same delta: one model run holding up every stream's next
+                    # chunk. Round-robin offsets spread the windows over the interval.
+                    check_offset=next(_CHECK_OFFSETS) % mid.check_interval,
                 )
             ch = Channel(self, key, stream)
             self.channels[key] = ch

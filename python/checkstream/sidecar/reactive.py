@@ -72,8 +72,12 @@ class ReactiveLayer:
         ctx = RequestContext(
             request_id=tag or f"slot-{slot}", tenant="vllm", endpoint="sidecar", model=self.model
         )
+        # The rows of a batch decode in lockstep: offsetting each row's classifier checks by
+        # its slot spreads the model's windows over the interval's steps instead of running all
+        # of them on one step.
         self.streams[slot] = tuple(
-            guard.stream(ctx, holdback=max(self.holdback, 1), check_interval=self.check_interval)
+            guard.stream(ctx, holdback=max(self.holdback, 1), check_interval=self.check_interval,
+                         check_offset=slot % self.check_interval)
             for guard in (self.guard, *extra_guards)
         )
         self.pending[slot] = []
