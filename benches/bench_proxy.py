@@ -232,6 +232,22 @@ def start(kind: str, upstream: str = "", cpu: int | None = None,
     return Server(kind, proc, url)
 
 
+def setup_client(pinned: bool | None = None) -> tuple[int | None, int | None]:
+    """This process as the load generator: pinned to the client CPU (``pinned`` None: where
+    there are 2+ CPUs), on uvloop where installed. Returns (client CPU, server CPU)."""
+    if pinned is None:
+        pinned = hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) >= 2
+    client_cpu, server_cpu = (CLIENT_CPU, SERVER_CPU) if pinned else (None, None)
+    pin(client_cpu)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    return client_cpu, server_cpu
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -408,15 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     counts = [int(x) for x in args.streams.split(",")]
     arrivals = ["steady", "aligned"] if args.arrival == "both" else [args.arrival]
-    client_cpu, server_cpu = (CLIENT_CPU, SERVER_CPU) if args.pin else (None, None)
-    pin(client_cpu)
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-
+    client_cpu, server_cpu = setup_client(args.pin)
     replay = start("replay", cpu=client_cpu)
     servers = {"direct": replay, "relay": start("relay", replay.url, server_cpu),
                "proxy-plumbing": start("proxy-plumbing", replay.url, server_cpu),

@@ -57,15 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args(argv)
-    pinned = len(bp.os.sched_getaffinity(0)) >= 2 if hasattr(bp.os, "sched_getaffinity") else False
-    client_cpu, server_cpu = (bp.CLIENT_CPU, bp.SERVER_CPU) if pinned else (None, None)
-    bp.pin(client_cpu)
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
+    client_cpu, server_cpu = bp.setup_client()
     per: dict[tuple[str, int], float] = {}
     for chunks in (args.short, args.long):
         replay = bp.start("replay", cpu=client_cpu, chunks=chunks)
@@ -80,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             replay.proc.terminate()
     print(f"{args.streams} concurrent unpaced streams of {args.short} and {args.long} chunks; "
-          f"server CPU, median of {args.rounds} rounds; pinned: {pinned}")
+          f"server CPU, median of {args.rounds} rounds; pinned: {server_cpu is not None}")
     print("| path | µs per chunk | ms per request | x relay per chunk |")
     print("|---|---|---|---|")
     slopes = {}

@@ -94,15 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     thresholds = tuple(int(x) for x in args.thresholds.split(",")) if args.thresholds else None
     if thresholds is not None and len(thresholds) != 3:
         ap.error("--thresholds takes three integers")
-    pinned = len(bp.os.sched_getaffinity(0)) >= 2 if hasattr(bp.os, "sched_getaffinity") else False
-    client_cpu, server_cpu = (bp.CLIENT_CPU, bp.SERVER_CPU) if pinned else (None, None)
-    bp.pin(client_cpu)
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
+    client_cpu, server_cpu = bp.setup_client()
     replay = bp.start("replay", cpu=client_cpu)
     print(f"{args.streams} steady streams, one chunk every {args.interval_ms:g} ms; "
           f"thresholds {args.thresholds or 'tune_gc'}; pauses in the server while it served")
