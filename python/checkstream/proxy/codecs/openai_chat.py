@@ -8,6 +8,7 @@ refusals go out only with released text, by the rules in ``codecs.logprobs``.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from checkstream._core import TextDeltaSplicer
@@ -59,11 +60,16 @@ class ChatTranslator(ChoicesTranslator):
         st = self._choice(index)
         if st.finished:
             return []
+        out = await self._content(st, text, splicer.emit)
+        return await self._after_choices(out) if st.text.stopped else out
+
+    async def _content(self, st: _Choice, text: str, emit: Callable[[str], bytes]) -> list[bytes]:
+        """A chunk that holds only answer text: fed to the choice's channel; what it releases
+        goes out as ``emit(released)``, a stop as the refusal and the finish."""
         released = await st.text.feed(text)
         if st.text.stopped:
-            return await self._after_choices(self._stop(st, {"content": released}
-                                                        if released else {}, {}))
-        return [splicer.emit(released)] if released else []
+            return self._stop(st, {"content": released} if released else {}, {})
+        return [emit(released)] if released else []
 
     def _choice(self, index: int) -> _Choice:
         ch = self.choices.get(index)
@@ -129,12 +135,11 @@ class ChatTranslator(ChoicesTranslator):
         content = delta.get("content")
         if (len(delta) == 1 and type(content) is str and content and not self.logprobs
                 and c.get("finish_reason") is None):
-            # The usual chunk, one piece of answer text: the general path below, minus the
-            # fields it does not have.
-            released = await st.text.feed(content)
-            if st.text.stopped:
-                return self._stop(st, {"content": released} if released else {}, {})
-            return [self._chunk(st.index, {"content": released})] if released else []
+            # The usual chunk, one piece of answer text, in a shape the splice leaves to this
+            # path (e.g. with Azure's content_filter_results): the general path below, minus
+            # the fields it does not have.
+            return await self._content(
+                st, content, lambda released: self._chunk(st.index, {"content": released}))
         out: list[bytes] = []
         upstream_lp = c.get("logprobs")
         entries: dict[str, list[Json]] = {}
