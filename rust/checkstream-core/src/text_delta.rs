@@ -50,7 +50,7 @@ pub struct TextDelta<'a> {
 
 /// The members of one JSON object in document order, values unparsed. Keys must be plain
 /// (borrowable, i.e. without escapes) and distinct; otherwise deserialisation fails, which
-/// [`content_chunk`] turns into "not the usual shape".
+/// [`text_delta`] turns into "not the usual shape".
 struct Members<'a>(Vec<(&'a str, &'a RawValue)>);
 
 impl<'a> Members<'a> {
